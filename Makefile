@@ -1,0 +1,39 @@
+# Data Mash: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+POLICIES ?= 100000
+SEED     ?= 42
+
+export DATA_MASH_HOME ?= $(CURDIR)/.data-mash
+export DAGSTER_HOME   ?= $(DATA_MASH_HOME)/dagster_home
+
+.PHONY: setup demo test ui bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Generate a sample book and take it in through Dagster, on the embedded PostgreSQL.
+demo: $(STAMP)
+	$(BIN)/data-mash demo --policies $(POLICIES) --seed $(SEED)
+
+## The whole test suite against a real PostgreSQL (DATA_MASH_TEST_DATABASE_URL, else embedded).
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+## The Dagster UI on this code location, on the same instance the CLI uses.
+ui: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: $(STAMP)
+	$(BIN)/python bench/intake_bench.py --policies 1000000
+
+clean:
+	rm -rf $(VENV) .data-mash .pytest_cache

@@ -1,0 +1,1 @@
+"""Data Mash's Dagster code location: definitions, jobs, sensors, schedules and the CLI."""

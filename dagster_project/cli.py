@@ -1,0 +1,270 @@
+"""`data-mash`: the operator's command line. Work that changes stored state runs through Dagster.
+
+Exit codes: 0 done; 1 the work ran and failed (a run, a check, a bad record file); 2 bad usage or
+input that could not be read (with the file, line and field named).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="Data Mash: move an insurer's book of policies from legacy systems to a new platform, wave by wave.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def dumps_exact(value) -> str:
+    """JSON with decimals written as exact numbers (never through float)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {dumps_exact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(dumps_exact(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+@app.command("generate-sample")
+def generate_sample_cmd(
+    policies: int = typer.Option(100_000, "--policies", min=1, help="Policies in the book, across both sources."),
+    seed: int = typer.Option(42, "--seed", help="Same seed, same bytes."),
+    out_dir: Path = typer.Option(Path("sample-book"), "--out", help="Folder to write the drops and manifest.json into."),
+    defect_rate: float = typer.Option(0.02, "--defect-rate", min=0.0, max=0.5, help="Share of records given a defect."),
+) -> None:
+    """Write a deterministic sample book: a mainframe life system (EBCDIC, copybooks) and a P&C CSV export."""
+    summary = _generate(out_dir, policies, seed, defect_rate)
+    _print_sample_summary(summary, out_dir)
+
+
+def _generate(out_dir: Path, policies: int, seed: int, defect_rate: float):
+    from legacy.sample import generate_sample
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        return generate_sample(out_dir, policies=policies, seed=seed, defect_rate=defect_rate, progress=report)
+
+
+def _print_sample_summary(summary, out_dir: Path) -> None:
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    table = Table(title=f"Sample book in {out_dir}")
+    table.add_column("file")
+    table.add_column("records", justify="right")
+    for name, info in sorted(manifest["files"].items()):
+        table.add_row(name, f"{info['records']:,}")
+    out.print(table)
+    kinds: dict[str, int] = {}
+    for defect in manifest["defects"]:
+        kinds[defect["kind"]] = kinds.get(defect["kind"], 0) + 1
+    out.print("defects injected: " + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))
+
+
+@app.command()
+def decode(
+    copybook: Path = typer.Option(..., "--copybook", exists=True, dir_okay=False, help="COBOL copybook (.cpy)."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="The mainframe data file."),
+    encoding: str = typer.Option("cp037", "--encoding", help="cp037, cp500, cp1140, cp273, ascii, latin-1 ..."),
+    record_format: str = typer.Option("auto", "--record-format", help="F (fixed), V (RDW), or auto: V if the copybook has OCCURS DEPENDING ON."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after this many records."),
+) -> None:
+    """Print one JSON object per record of a mainframe file; bad records go to stderr with field and reason."""
+    from legacy.copybook import CopybookError, decode_file, parse_copybook, to_json_records
+
+    try:
+        layout = parse_copybook(copybook.read_text(encoding="latin-1"), source=copybook.name)
+    except CopybookError as error:
+        fail(str(error))
+    fmt = record_format.upper()
+    if fmt == "AUTO":
+        fmt = "V" if layout.is_variable else "F"
+    if fmt not in ("F", "V"):
+        fail(f"--record-format must be F, V or auto, not {record_format!r}")
+    printed = bad = 0
+    for result in decode_file(data, layout, record_format=fmt, encoding=encoding, block_records=10_000):
+        for row in result.quarantine.select(["record_no", "field", "reason", "detail"]).to_pylist():
+            bad += 1
+            console.print(f"{data.name} record {row['record_no']}: field {row['field'] or '-'}: {row['reason']}: {row['detail']}",
+                          highlight=False)
+        records = to_json_records(layout, result.table)
+        for record in records:
+            if limit is not None and printed >= limit:
+                break
+            sys.stdout.write(dumps_exact(record) + "\n")
+            printed += 1
+        if limit is not None and printed >= limit:
+            break
+    console.print(f"{printed:,} records printed, {bad:,} quarantined", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ingest(
+    path: Path = typer.Argument(..., exists=True, help="A drop: a folder of files (or one file) from a legacy system."),
+    source: str = typer.Option(..., "--source", help="Source name, e.g. mainframe_life or pc_csv (see `data-mash sources`)."),
+    drop_id: Optional[str] = typer.Option(None, "--drop-id", help="Partition name for this drop; default: folder name + content hash."),
+) -> None:
+    """Put a drop in the landing folder and materialize its intake assets through Dagster."""
+    outcome = _ingest(path, source, drop_id)
+    _print_ingest([outcome])
+    if not outcome.success:
+        raise typer.Exit(1)
+
+
+def _ingest(path: Path, source: str, drop_id: str | None):
+    from dagster_project.runner import ingest as run_ingest
+
+    try:
+        with console.status(f"Ingesting {path.name} as {source} through Dagster…"):
+            return run_ingest(path, source, drop_id)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        fail(str(error))
+
+
+def _print_ingest(outcomes) -> None:
+    table = Table(title="Intake: every record read is parsed or quarantined")
+    for col, justify in [("source", "left"), ("drop", "left"), ("file", "left"), ("read", "right"),
+                         ("parsed", "right"), ("quarantined", "right"), ("reasons", "left")]:
+        table.add_column(col, justify=justify)
+    for outcome in outcomes:
+        for f in outcome.files:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(f.reasons.items()))
+            table.add_row(outcome.source, outcome.drop_id, f.file_name, f"{f.records_read:,}", f"{f.records_parsed:,}",
+                          f"{f.records_quarantined:,}", reasons)
+    out.print(table)
+    for outcome in outcomes:
+        status = "[green]succeeded[/]" if outcome.success else "[red]FAILED[/]"
+        out.print(f"{outcome.source} drop {outcome.drop_id}: Dagster run {outcome.run_id} {status}")
+        for check in outcome.failed_checks:
+            out.print(f"  [red]check failed[/] {check}")
+        if outcome.error:
+            out.print(f"  [red]{outcome.error}[/]")
+
+
+@app.command()
+def profile(
+    source: str = typer.Option(..., "--source"),
+    drop: str = typer.Option(..., "--drop", help="Drop id (partition) to profile."),
+    output: Path = typer.Option(Path("profile_report.json"), "--output", help="Where to write the JSON report."),
+) -> None:
+    """Profile a staged drop from the database: null rate, distinct, min/max, top patterns (PII masked)."""
+    from dagster_project.environment import resources_for_environment
+    from legacy.sources import load_source
+    from resources.intake_store import IntakeStore
+    from resources.profiling import profile_staged_drop
+
+    resources = resources_for_environment(resolved=True)
+    store = IntakeStore(resources["database"].engine())
+    try:
+        profiles = profile_staged_drop(store, load_source(source), drop)
+    except LookupError as error:
+        fail(str(error), 1)
+    output.write_text(json.dumps({"source": source, "drop": drop, "files": [p.model_dump() for p in profiles]},
+                                 indent=2, default=str))
+    for p in profiles:
+        out.print(f"[bold]{p.kind}[/] ({p.file_name}): {p.records_parsed:,} parsed, {p.records_quarantined:,} quarantined")
+    out.print(f"report written to {output}")
+
+
+@app.command()
+def status() -> None:
+    """Drops taken in so far, with their counts, and where the database is."""
+    from dagster_project.environment import resources_for_environment
+    from resources.intake_store import IntakeStore
+    from dagster_project.runner import file_outcomes, IngestOutcome
+
+    resources = resources_for_environment(resolved=True)
+    database = resources["database"]
+    console.print(f"database: {database.describe()}", highlight=False)
+    store = IntakeStore(database.engine())
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        drops = conn.execute(text("SELECT source, drop_id FROM intake.drops ORDER BY registered_at")).all()
+    if not drops:
+        out.print("No drop taken in yet: try `data-mash ingest PATH --source NAME` or `make demo`.")
+        return
+    _print_ingest([IngestOutcome(s, d, "-", True, file_outcomes(store, s, d), []) for s, d in drops])
+
+
+@app.command()
+def sources() -> None:
+    """The legacy sources Data Mash knows, and the files each drop holds."""
+    from legacy.sources import list_sources
+
+    table = Table(title="Legacy sources")
+    for col in ("source", "format", "encoding", "files"):
+        table.add_column(col)
+    for s in list_sources():
+        table.add_row(s.name, s.format, s.encoding, ", ".join(f"{f.kind} ({f.pattern})" for f in s.files))
+    out.print(table)
+
+
+@app.command()
+def demo(
+    policies: int = typer.Option(100_000, "--policies", min=1),
+    seed: int = typer.Option(42, "--seed"),
+) -> None:
+    """The demo migration so far: generate a sample book, ingest both legacy systems through Dagster, summarize."""
+    from dagster_project.environment import resources_for_environment
+    from resources.database import data_mash_home
+
+    started = time.perf_counter()
+    resources = resources_for_environment(resolved=True)
+    with console.status("Starting the database…"):
+        resources["database"].engine()
+    console.print(f"database: {resources['database'].describe()}", highlight=False)
+    book = data_mash_home() / "samples" / f"book-{policies}-{seed}"
+    if not (book / "manifest.json").exists():
+        console.print(f"Generating a sample book of {policies:,} policies (seed {seed}) in {book}", highlight=False)
+        summary = _generate(book, policies, seed, 0.02)
+        _print_sample_summary(summary, book)
+    else:
+        console.print(f"Reusing the sample book in {book}", highlight=False)
+    outcomes = [_ingest(book / name, name, f"book-{policies}-{seed}") for name in ("mainframe_life", "pc_csv")]
+    _print_ingest(outcomes)
+    out.print(f"Done in {time.perf_counter() - started:.1f} s. See the runs, lineage and profiles in the Dagster UI: `make ui`.")
+    if not all(o.success for o in outcomes):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

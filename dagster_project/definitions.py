@@ -1,0 +1,34 @@
+"""The single Dagster code location of Data Mash."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.legacy import build_intake_assets
+from dagster_project.environment import resources_for_environment
+from dagster_project.jobs import build_ingest_job
+from dagster_project.sensors import build_landing_sensor
+from legacy.sources import list_sources
+
+
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    """All assets, checks, jobs and sensors, with the given resources (tests pass their own)."""
+    assets, checks, jobs = [], [], []
+    sources = list_sources()
+    for source in sources:
+        source_assets, source_checks = build_intake_assets(source)
+        assets += source_assets
+        checks += source_checks
+        jobs.append(build_ingest_job(source.name))
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        sensors=[build_landing_sensor([s.name for s in sources], jobs)],
+        resources=resources if resources is not None else resources_for_environment(),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

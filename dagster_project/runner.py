@@ -1,0 +1,124 @@
+"""Run Data Mash work through Dagster on the persistent instance, so the UI shows every run.
+
+The CLI and the demo use these functions; they never bypass Dagster to change stored state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import text
+
+from dagster_project.definitions import build_definitions
+from dagster_project.environment import resources_for_environment
+from dagster_project.jobs import ingest_job_name
+from dagster_project.partitions import drops_partitions_name
+from legacy.sources import find_drop_files, load_source
+from resources.database import data_mash_home
+from resources.intake_store import IntakeStore
+from resources.landing import content_hash, valid_drop_id
+
+
+def ensure_dagster_home() -> Path:
+    """Use $DAGSTER_HOME, defaulting to `$DATA_MASH_HOME/dagster_home` (what `make ui` uses too)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or data_mash_home() / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def instance() -> dg.DagsterInstance:
+    ensure_dagster_home()
+    return dg.DagsterInstance.get()
+
+
+@dataclass
+class FileOutcome:
+    kind: str
+    file_name: str
+    records_read: int
+    records_parsed: int
+    records_quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class IngestOutcome:
+    source: str
+    drop_id: str
+    run_id: str
+    success: bool
+    files: list[FileOutcome]
+    failed_checks: list[str]
+    error: str | None = None
+
+
+def default_drop_id(path: Path, digest: str) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.name).strip(".-") or "drop"
+    return f"{stem}-{digest[:8]}"
+
+
+def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resources: dict | None = None,
+           dagster_instance: dg.DagsterInstance | None = None) -> IngestOutcome:
+    """Place a drop in the landing folder, register it, and materialize its intake assets through Dagster."""
+    source = load_source(source_name)
+    resolved = resources or resources_for_environment(resolved=True)
+    landing, database = resolved["landing"], resolved["database"]
+    path = path.resolve()
+    if path.is_dir():
+        find_drop_files(source, path)  # fail early, naming the missing file, before anything moves
+    digest = content_hash(path) if path.is_dir() else None
+    drop_id = valid_drop_id(drop_id or default_drop_id(path, digest or "single"))
+    drop = landing.place(source.name, drop_id, path)
+    digest = content_hash(drop.path)
+    files = {kind: str(p.name) for kind, p in find_drop_files(source, drop.path).items()}
+    store = IntakeStore(database.engine())
+    store.register_drop(source.name, drop_id, digest, drop.path, files)
+
+    inst = dagster_instance or instance()
+    inst.add_dynamic_partitions(drops_partitions_name(source.name), [drop_id])
+    defs = build_definitions(resources=resources)
+    job = defs.resolve_job_def(ingest_job_name(source.name))
+    result = job.execute_in_process(
+        instance=inst,
+        partition_key=drop_id,
+        raise_on_error=False,
+        tags={"data_mash/source": source.name, "data_mash/content_hash": digest, "data_mash/launched_by": "cli"},
+    )
+    failed_checks = [
+        f"{e.asset_key.to_user_string()}: {e.check_name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    ]
+    error = None
+    if not result.success:
+        failures = [ev for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
+        error = "; ".join(
+            f"{ev.step_key}: {ev.event_specific_data.error.message.strip()}" for ev in failures
+        ) or "run failed"
+    return IngestOutcome(source.name, drop_id, result.run_id, result.success, file_outcomes(store, source.name, drop_id),
+                         failed_checks, error)
+
+
+def file_outcomes(store: IntakeStore, source: str, drop_id: str) -> list[FileOutcome]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT kind, file_name, records_read, records_parsed, records_quarantined FROM intake.files "
+                 "WHERE source = :s AND drop_id = :d ORDER BY kind"),
+            {"s": source, "d": drop_id},
+        ).all()
+        reasons = conn.execute(
+            text("SELECT kind, reason, count(*) FROM intake.quarantine WHERE source = :s AND drop_id = :d "
+                 "GROUP BY kind, reason ORDER BY kind, reason"),
+            {"s": source, "d": drop_id},
+        ).all()
+    by_kind: dict[str, dict[str, int]] = {}
+    for kind, reason, count in reasons:
+        by_kind.setdefault(kind, {})[reason] = count
+    return [FileOutcome(r[0], r[1], r[2], r[3], r[4], by_kind.get(r[0], {})) for r in rows]

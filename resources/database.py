@@ -1,0 +1,108 @@
+"""Where Data Mash keeps its state: one PostgreSQL, either a configured server or an embedded one.
+
+`DATA_MASH_DATABASE_URL` names a server. Left unset, an embedded PostgreSQL (the `pgserver`
+package) is started in `$DATA_MASH_HOME/pg` and reused by every later command. There is no other
+dialect: the demo, the tests and production all speak PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+
+from resources.migrations import migrate
+
+DATABASE_URL_ENV = "DATA_MASH_DATABASE_URL"
+HOME_ENV = "DATA_MASH_HOME"
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def data_mash_home() -> Path:
+    """The project-local folder for the embedded database, the landing folder and reports."""
+    return Path(os.environ.get(HOME_ENV) or Path.cwd() / ".data-mash").resolve()
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in `data_dir` and return its URL."""
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers; harmless
+        warnings.simplefilter("ignore")
+        import pgserver  # imported late: only the embedded path needs it
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A unix socket path must stay under ~107 bytes; pgserver puts it inside the data folder.
+    if len(str(data_dir)) > 90:
+        raise RuntimeError(
+            f"The embedded PostgreSQL folder {data_dir} is too long a path for a unix socket. "
+            f"Set {HOME_ENV} to a shorter folder, or {DATABASE_URL_ENV} to a server."
+        )
+    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    return server.get_uri()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Normalise any PostgreSQL URL to SQLAlchemy's psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(
+            f"{DATABASE_URL_ENV} must be a PostgreSQL URL (postgresql://user@host:port/db); "
+            f"got a '{parsed.get_backend_name()}' URL. Data Mash speaks only PostgreSQL."
+        )
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process, migrated to the current schema on first use."""
+    key = sqlalchemy_url(url)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = create_engine(key, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            migrate(engine)
+            _engines[key] = engine
+        return engine
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages and metadata."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class DatabaseResource(dg.ConfigurableResource):
+    """The PostgreSQL that holds staging, quarantine, the WAL, the registry and the targets.
+
+    `url` empty means the embedded server under `home` (default `$DATA_MASH_HOME`).
+    """
+
+    url: str = ""
+    home: str = ""
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        home = Path(self.home) if self.home else data_mash_home()
+        return embedded_url(home / "pg")
+
+    def engine(self) -> Engine:
+        return get_engine(self.resolved_url())
+
+    def describe(self) -> str:
+        if self.url:
+            return f"PostgreSQL server {describe_url(self.url)}"
+        home = Path(self.home) if self.home else data_mash_home()
+        return f"embedded PostgreSQL in {home / 'pg'}"
+
+
+def dispose_engine(url: str) -> None:
+    """Close the pooled connections of a URL's engine (tests drop their databases after)."""
+    with _lock:
+        engine = _engines.pop(sqlalchemy_url(url), None)
+    if engine is not None:
+        engine.dispose()

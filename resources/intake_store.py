@@ -1,0 +1,365 @@
+"""Staging and quarantine in PostgreSQL: how a parsed legacy file is stored, and proven complete.
+
+Each source file kind has one staging table `staging.<source>__<kind>`, LIST-partitioned by drop.
+Loading a drop replaces its partition and its quarantine rows in ONE transaction, streamed with
+COPY block by block, so a rerun never duplicates and memory does not grow with the file. The
+`intake.files` row carries read = parsed + quarantined, enforced by a CHECK constraint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from psycopg import sql
+from sqlalchemy import Engine, text
+
+QUARANTINE_COLUMNS = ("record_no", "offset", "field", "reason", "detail", "raw")
+
+
+def sql_name(name: str) -> str:
+    """A source column name as a PostgreSQL identifier: POL_NUMBER -> pol_number, PolicyNo -> policy_no."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.replace("-", "_"))
+    snake = re.sub(r"[^0-9a-zA-Z_]+", "_", snake).strip("_").lower()
+    if not snake or snake[0].isdigit():
+        snake = f"c_{snake}"
+    return snake
+
+
+def pg_type(dtype: pa.DataType) -> str:
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "text"
+    if pa.types.is_integer(dtype):
+        return "bigint"
+    if pa.types.is_decimal(dtype):
+        return f"numeric({dtype.precision},{dtype.scale})"
+    if pa.types.is_floating(dtype):
+        return "double precision"
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return "bytea"
+    if pa.types.is_date(dtype):
+        return "date"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    raise TypeError(f"no PostgreSQL type for Arrow type {dtype}")
+
+
+def staging_table_name(source: str, kind: str) -> str:
+    return f"{sql_name(source)}__{sql_name(kind)}"
+
+
+def partition_name(table: str, drop_id: str) -> str:
+    digest = hashlib.sha256(drop_id.encode()).hexdigest()[:12]
+    return f"{table}__d{digest}"
+
+
+@dataclass
+class FileLoad:
+    """What one file load stored: the counts that prove nothing was lost."""
+
+    source: str
+    drop_id: str
+    kind: str
+    file_name: str
+    staging_table: str
+    records_parsed: int = 0
+    records_quarantined: int = 0
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def records_read(self) -> int:
+        return self.records_parsed + self.records_quarantined
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _nul_rows(table: pa.Table) -> pa.Array | None:
+    """Rows with a NUL character in a text column: PostgreSQL text cannot hold them."""
+    mask = None
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            hit = pc.fill_null(pc.match_substring(column, "\x00"), False)
+            mask = hit if mask is None else pc.or_(mask, hit)
+    if mask is None or not pc.any(mask).as_py():
+        return None
+    return mask
+
+
+class IntakeStore:
+    """Reads and writes the intake schema. Every statement is parameterized; identifiers are quoted."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # -- drops ---------------------------------------------------------------------------
+    def register_drop(self, source: str, drop_id: str, content_hash: str, path: Path, files: dict[str, str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO intake.drops (source, drop_id, content_hash, path, files)
+                    VALUES (:source, :drop_id, :hash, :path, CAST(:files AS jsonb))
+                    ON CONFLICT (source, drop_id) DO UPDATE
+                       SET content_hash = EXCLUDED.content_hash, path = EXCLUDED.path,
+                           files = EXCLUDED.files, registered_at = now()
+                    """
+                ),
+                {"source": source, "drop_id": drop_id, "hash": content_hash, "path": str(path), "files": json.dumps(files)},
+            )
+
+    def drop_with_hash(self, source: str, content_hash: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text("SELECT drop_id FROM intake.drops WHERE source = :s AND content_hash = :h ORDER BY registered_at LIMIT 1"),
+                {"s": source, "h": content_hash},
+            ).scalar_one_or_none()
+
+    # -- loading -------------------------------------------------------------------------
+    def load_file(
+        self,
+        *,
+        source: str,
+        kind: str,
+        drop_id: str,
+        path: Path,
+        columns: list[tuple[str, pa.DataType]],
+        blocks: Iterable,
+        on_block=None,
+    ) -> FileLoad:
+        """Replace this drop's rows for `kind` with the decoded `blocks`, atomically."""
+        table = staging_table_name(source, kind)
+        part = partition_name(table, drop_id)
+        names = [sql_name(name) for name, _ in columns]
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"source {source} file {kind}: columns {dupes} collide as SQL names")
+        load = FileLoad(source, drop_id, kind, path.name, f"staging.{table}")
+        sha = file_sha256(path)
+        raw = self.engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            with conn.cursor() as cur:
+                self._ensure_table(cur, source, kind, table, names, columns)
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS staging.{}").format(sql.Identifier(part)))
+                cur.execute(
+                    sql.SQL("CREATE TABLE staging.{} PARTITION OF staging.{} FOR VALUES IN ({})").format(
+                        sql.Identifier(part), sql.Identifier(table), sql.Literal(drop_id)
+                    )
+                )
+                cur.execute(
+                    "DELETE FROM intake.quarantine WHERE source = %s AND drop_id = %s AND kind = %s",
+                    (source, drop_id, kind),
+                )
+                copy_rows = sql.SQL("COPY staging.{} ({}) FROM STDIN (FORMAT csv)").format(
+                    sql.Identifier(part),
+                    sql.SQL(", ").join(sql.Identifier(n) for n in ["drop_id", "record_no", *names]),
+                )
+                for result in blocks:
+                    good, bad = self._split_nul_rows(result.table, result.quarantine, columns)
+                    if good.num_rows:
+                        ordered = good.select(["record_no", *[name for name, _ in columns]])
+                        ordered = ordered.add_column(0, "drop_id", pa.array([drop_id] * good.num_rows, pa.string()))
+                        buffer = io.BytesIO()
+                        pacsv.write_csv(ordered, buffer, write_options=pacsv.WriteOptions(include_header=False))
+                        with cur.copy(copy_rows) as copy:
+                            copy.write(buffer.getvalue())
+                    if bad.num_rows:
+                        self._copy_quarantine(cur, source, drop_id, kind, path.name, bad, load)
+                    load.records_parsed += good.num_rows
+                    if on_block is not None:
+                        on_block(load)
+                cur.execute(
+                    """
+                    INSERT INTO intake.files (source, drop_id, kind, file_name, file_sha256, file_bytes,
+                                              records_read, records_parsed, records_quarantined, staging_table)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (source, drop_id, kind) DO UPDATE SET
+                        file_name = EXCLUDED.file_name, file_sha256 = EXCLUDED.file_sha256,
+                        file_bytes = EXCLUDED.file_bytes, records_read = EXCLUDED.records_read,
+                        records_parsed = EXCLUDED.records_parsed,
+                        records_quarantined = EXCLUDED.records_quarantined,
+                        staging_table = EXCLUDED.staging_table, loaded_at = now()
+                    """,
+                    (source, drop_id, kind, path.name, sha, path.stat().st_size, load.records_read,
+                     load.records_parsed, load.records_quarantined, load.staging_table),
+                )
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        return load
+
+    @staticmethod
+    def _split_nul_rows(good: pa.Table, bad: pa.Table, columns) -> tuple[pa.Table, pa.Table]:
+        """Move rows whose text holds NUL (which PostgreSQL text cannot store) to the quarantine."""
+        mask = _nul_rows(good)
+        if mask is None:
+            return good, bad
+        hits = good.filter(mask)
+        first_field = []
+        for i in range(hits.num_rows):  # only the rare bad rows are looped over
+            name = next(
+                n for n, t in columns
+                if pa.types.is_string(t) and "\x00" in (hits.column(n)[i].as_py() or "")
+            )
+            first_field.append(name)
+        extra = pa.table(
+            {
+                "record_no": hits.column("record_no").cast(pa.int64()),
+                "offset": pa.nulls(hits.num_rows, pa.int64()),
+                "field": pa.array(first_field, pa.string()),
+                "reason": pa.array(["invalid_text"] * hits.num_rows, pa.string()),
+                "detail": pa.array(["text contains a NUL character, which PostgreSQL cannot store"] * hits.num_rows),
+                "raw": pa.nulls(hits.num_rows, pa.binary()),
+            }
+        )
+        bad = pa.concat_tables([bad.select(list(QUARANTINE_COLUMNS)).cast(extra.schema), extra]) if bad.num_rows else extra
+        return good.filter(pc.invert(mask)), bad
+
+    def _copy_quarantine(self, cur, source, drop_id, kind, file_name, bad: pa.Table, load: FileLoad) -> None:
+        with cur.copy(
+            "COPY intake.quarantine (source, drop_id, kind, file_name, record_no, byte_offset, field, reason, detail, raw) "
+            "FROM STDIN"
+        ) as copy:
+            for row in bad.select(list(QUARANTINE_COLUMNS)).to_pylist():
+                copy.write_row(
+                    (source, drop_id, kind, file_name, row["record_no"], row["offset"], row["field"],
+                     row["reason"], row["detail"], row["raw"])
+                )
+                load.quarantine_by_reason[row["reason"]] = load.quarantine_by_reason.get(row["reason"], 0) + 1
+        load.records_quarantined += bad.num_rows
+
+    def _ensure_table(self, cur, source, kind, table, names, columns) -> None:
+        """Create the staging table for this layout, or add columns a newer layout brings."""
+        cur.execute("SELECT columns FROM intake.staging_tables WHERE table_name = %s FOR UPDATE", (table,))
+        row = cur.fetchone()
+        wanted = {n: pg_type(t) for n, (_, t) in zip(names, columns)}
+        if row is None:
+            cur.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS staging.{} (drop_id text NOT NULL, record_no bigint NOT NULL, {}, "
+                        "PRIMARY KEY (drop_id, record_no)) PARTITION BY LIST (drop_id)").format(
+                    sql.Identifier(table),
+                    sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in wanted.items()),
+                )
+            )
+            cur.execute(
+                "INSERT INTO intake.staging_tables (table_name, source, kind, columns) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (table_name) DO NOTHING",
+                (table, source, kind, json.dumps(wanted)),
+            )
+            return
+        existing: dict[str, str] = row[0]
+        for name, type_ in wanted.items():
+            if name not in existing:
+                cur.execute(sql.SQL("ALTER TABLE staging.{} ADD COLUMN {} {}").format(
+                    sql.Identifier(table), sql.Identifier(name), sql.SQL(type_)))
+            elif existing[name] != type_:
+                raise ValueError(
+                    f"staging.{table}.{name} is {existing[name]} but the layout of {source}/{kind} now says {type_}; "
+                    "a layout that changes a column's type needs a new source name or a migration"
+                )
+        if any(n not in existing for n in wanted):
+            cur.execute("UPDATE intake.staging_tables SET columns = %s WHERE table_name = %s",
+                        (json.dumps({**existing, **wanted}), table))
+
+    # -- proof -----------------------------------------------------------------------------
+    def accounting(self, source: str, kind: str, drop_id: str) -> dict[str, int]:
+        """Recount from the database: staged + quarantined rows, and whether record numbers are 1..N exactly."""
+        table = staging_table_name(source, kind)
+        part = partition_name(table, drop_id)
+        with self.engine.connect() as conn:
+            recorded = conn.execute(
+                text("SELECT records_read, records_parsed, records_quarantined FROM intake.files "
+                     "WHERE source = :s AND drop_id = :d AND kind = :k"),
+                {"s": source, "d": drop_id, "k": kind},
+            ).one_or_none()
+            if recorded is None:
+                return {"recorded_read": -1, "staged": 0, "quarantined": 0, "distinct_records": 0, "max_record_no": 0}
+            ident = f'staging."{part}"'
+            row = conn.execute(
+                text(
+                    f"""
+                    WITH seen AS (
+                        SELECT record_no FROM {ident}
+                        UNION ALL
+                        SELECT record_no FROM intake.quarantine WHERE source = :s AND drop_id = :d AND kind = :k
+                    )
+                    SELECT (SELECT count(*) FROM {ident}),
+                           (SELECT count(*) FROM intake.quarantine WHERE source = :s AND drop_id = :d AND kind = :k),
+                           count(DISTINCT record_no), coalesce(max(record_no), 0)
+                    FROM seen
+                    """
+                ),
+                {"s": source, "d": drop_id, "k": kind},
+            ).one()
+        return {
+            "recorded_read": recorded[0],
+            "staged": row[0],
+            "quarantined": row[1],
+            "distinct_records": row[2],
+            "max_record_no": row[3],
+        }
+
+    def quarantine_examples(self, source: str, kind: str, drop_id: str, limit: int = 5) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT record_no, field, reason, detail FROM intake.quarantine "
+                     "WHERE source = :s AND drop_id = :d AND kind = :k ORDER BY record_no LIMIT :n"),
+                {"s": source, "d": drop_id, "k": kind, "n": limit},
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    def column_stats(self, source: str, kind: str, drop_id: str, columns: list[tuple[str, pa.DataType]]) -> dict[str, dict]:
+        """Null count, distinct count, min and max per column, in one scan of the drop's partition."""
+        part = partition_name(staging_table_name(source, kind), drop_id)
+        names = [sql_name(n) for n, _ in columns]
+        select = [sql.SQL("count(*)")]
+        for n in names:
+            ident = sql.Identifier(n)
+            select += [sql.SQL("count({})").format(ident), sql.SQL("count(DISTINCT {})").format(ident),
+                       sql.SQL("min({})::text").format(ident), sql.SQL("max({})::text").format(ident)]
+        query = sql.SQL("SELECT {} FROM staging.{}").format(sql.SQL(", ").join(select), sql.Identifier(part))
+        raw = self.engine.raw_connection()
+        try:
+            with raw.driver_connection.cursor() as cur:
+                cur.execute(query)
+                row = cur.fetchone()
+        finally:
+            raw.close()
+        total = row[0]
+        stats = {}
+        for i, (name, _) in enumerate(columns):
+            non_null, distinct, lo, hi = row[1 + 4 * i: 5 + 4 * i]
+            stats[name] = {"rows": total, "nulls": total - non_null, "distinct": distinct, "min": lo, "max": hi}
+        return stats
+
+    def iter_staged(self, source: str, kind: str, drop_id: str, batch: int = 50_000) -> Iterator[list[dict]]:
+        """Stream a drop's staged rows (server-side cursor), for tests and downstream readers."""
+        part = partition_name(staging_table_name(source, kind), drop_id)
+        raw = self.engine.raw_connection()
+        try:
+            from psycopg.rows import dict_row
+
+            with raw.driver_connection.cursor(name="iter_staged", row_factory=dict_row) as cur:
+                cur.execute(sql.SQL("SELECT * FROM staging.{} ORDER BY record_no").format(sql.Identifier(part)))
+                while rows := cur.fetchmany(batch):
+                    yield rows
+        finally:
+            raw.close()

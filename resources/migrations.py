@@ -1,0 +1,125 @@
+"""Versioned schema migrations, applied in order on first use of a database.
+
+Each migration is a numbered list of SQL statements. Applied versions are recorded in
+`data_mash.schema_migrations`; a transaction-level advisory lock makes concurrent first uses
+(two CLI commands, parallel tests, several Dagster workers) apply each migration exactly once.
+Never edit a released migration: add the next one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+# Arbitrary constant: the advisory lock key that serialises migrations.
+_MIGRATION_LOCK = 0x0DA7A3A54
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "intake: drops, files, quarantine, staging schema",
+        (
+            "CREATE SCHEMA IF NOT EXISTS intake",
+            "CREATE SCHEMA IF NOT EXISTS staging",
+            """
+            CREATE TABLE intake.drops (
+                source        text        NOT NULL,
+                drop_id       text        NOT NULL,
+                content_hash  text        NOT NULL,
+                path          text        NOT NULL,
+                files         jsonb       NOT NULL DEFAULT '{}'::jsonb,
+                registered_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (source, drop_id)
+            )
+            """,
+            "CREATE INDEX drops_by_hash ON intake.drops (source, content_hash)",
+            """
+            CREATE TABLE intake.files (
+                source              text        NOT NULL,
+                drop_id             text        NOT NULL,
+                kind                text        NOT NULL,
+                file_name           text        NOT NULL,
+                file_sha256         text        NOT NULL,
+                file_bytes          bigint      NOT NULL,
+                records_read        bigint      NOT NULL,
+                records_parsed      bigint      NOT NULL,
+                records_quarantined bigint      NOT NULL,
+                staging_table       text        NOT NULL,
+                loaded_at           timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (source, drop_id, kind),
+                CHECK (records_parsed + records_quarantined = records_read)
+            )
+            """,
+            """
+            CREATE TABLE intake.quarantine (
+                id             bigserial   PRIMARY KEY,
+                source         text        NOT NULL,
+                drop_id        text        NOT NULL,
+                kind           text        NOT NULL,
+                file_name      text        NOT NULL,
+                record_no      bigint      NOT NULL,
+                byte_offset    bigint,
+                field          text,
+                reason         text        NOT NULL,
+                detail         text        NOT NULL,
+                raw            bytea,
+                quarantined_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            "CREATE INDEX quarantine_by_file ON intake.quarantine (source, drop_id, kind, record_no)",
+            """
+            CREATE TABLE intake.staging_tables (
+                table_name text  PRIMARY KEY,
+                source     text  NOT NULL,
+                kind       text  NOT NULL,
+                columns    jsonb NOT NULL
+            )
+            """,
+        ),
+    ),
+)
+
+
+def migrate(engine: Engine) -> list[int]:
+    """Bring the database up to the latest version; return the versions applied now."""
+    applied_now: list[int] = []
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        conn.execute(text("CREATE SCHEMA IF NOT EXISTS data_mash"))
+        conn.execute(
+            text(
+                """
+                CREATE TABLE IF NOT EXISTS data_mash.schema_migrations (
+                    version    integer     PRIMARY KEY,
+                    name       text        NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            )
+        )
+        done = {row[0] for row in conn.execute(text("SELECT version FROM data_mash.schema_migrations"))}
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            for statement in migration.statements:
+                conn.execute(text(statement))
+            conn.execute(
+                text("INSERT INTO data_mash.schema_migrations (version, name) VALUES (:v, :n)"),
+                {"v": migration.version, "n": migration.name},
+            )
+            applied_now.append(migration.version)
+    return applied_now
+
+
+def current_version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT coalesce(max(version), 0) FROM data_mash.schema_migrations")).scalar_one()

@@ -1,0 +1,83 @@
+"""Test fixtures: a real PostgreSQL for every test that needs one, each test in its own database.
+
+`DATA_MASH_TEST_DATABASE_URL` names a server (CI sets it to 127.0.0.1:5432); without it an
+embedded PostgreSQL (pgserver) is started once per test worker. Under CI=true a configured server
+that cannot be reached fails the run: tests that need PostgreSQL never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from resources.database import dispose_engine, sqlalchemy_url
+
+SERVER_ENV = "DATA_MASH_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory) -> str:
+    url = os.environ.get(SERVER_ENV)
+    if url:
+        try:
+            engine = create_engine(sqlalchemy_url(url))
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+        except Exception as error:  # noqa: BLE001 - any failure to reach the server is fatal here
+            pytest.fail(f"{SERVER_ENV}={make_url(url).render_as_string(hide_password=True)} is not reachable: {error}")
+        yield url
+        return
+    import pgserver
+
+    data_dir = Path(tmp_path_factory.mktemp("pg", numbered=True)) / "data"
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    yield server.get_uri()  # the handle stays alive (and the server up) for the whole session
+    server.cleanup()
+
+
+@pytest.fixture
+def database_url(pg_server_url) -> str:
+    """A fresh, empty database on the test server; dropped after the test."""
+    name = f"dm_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(sqlalchemy_url(pg_server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        dispose_engine(url)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A private DATA_MASH_HOME (landing folder, reports, Dagster home) for one test."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("DATA_MASH_HOME", str(path))
+    monkeypatch.setenv("DAGSTER_HOME", str(path / "dagster_home"))
+    monkeypatch.delenv("DATA_MASH_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATA_MASH_LANDING", raising=False)
+    return path
+
+
+@pytest.fixture
+def resources(database_url, home):
+    from resources.database import DatabaseResource
+    from resources.landing import LandingResource
+
+    return {"database": DatabaseResource(url=database_url), "landing": LandingResource(path=str(home / "landing"))}
+
+
+@pytest.fixture
+def engine(resources):
+    return resources["database"].engine()
