@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from legacy.copybook import DecodeResult
+from legacy.copybook import QUARANTINE_SCHEMA, DecodeResult
 
 __all__ = [
     "CsvColumn",
@@ -57,17 +57,6 @@ __all__ = [
 ]
 
 COLUMN_TYPES = ("text", "integer", "amount")
-
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("record_no", pa.int64()),
-        ("offset", pa.int64()),
-        ("field", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("raw", pa.binary()),
-    ]
-)
 
 _UTF8_COMPATIBLE = {"utf_8", "utf-8", "utf8", "ascii", "us_ascii", "us-ascii", "646"}
 

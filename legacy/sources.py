@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -142,9 +141,9 @@ class SourceConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "SourceConfig":
         kinds = [f.kind for f in self.files]
-        dup = sorted({k for k in kinds if kinds.count(k) > 1})
-        if dup:
-            raise ValueError(f"file kind {dup[0]!r} is listed twice")
+        for i, k in enumerate(kinds):
+            if k in kinds[:i]:
+                raise _FieldError(("files", i, "kind"), f"file kind {k!r} is listed twice")
         for i, f in enumerate(self.files):
             if self.format == "copybook":
                 if not f.copybook:
@@ -335,22 +334,7 @@ def load_copybook(source: SourceConfig, spec: FileSpec, drop_dir: Path | None = 
 
 
 def _copybook_columns(cb: Copybook) -> list[tuple[str, pa.DataType]]:
-    cols = cb.columns
-    if callable(cols):  # tolerate a method
-        cols = cols()
-    if isinstance(cols, pa.Schema):
-        return [(f.name, f.type) for f in cols if f.name != "record_no"]
-    out: list[tuple[str, pa.DataType]] = []
-    for c in cols:
-        if isinstance(c, pa.Field):
-            name, typ = c.name, c.type
-        elif isinstance(c, tuple):
-            name, typ = c[0], c[1]
-        else:
-            name, typ = getattr(c, "name"), getattr(c, "type", None) or getattr(c, "arrow_type")
-        if name != "record_no":
-            out.append((name, typ))
-    return out
+    return [(f.name, f.type) for f in cb.schema if f.name != "record_no"]
 
 
 def output_columns(source: SourceConfig, spec: FileSpec, drop_dir: Path | None = None) -> list[tuple[str, pa.DataType]]:
