@@ -5,7 +5,6 @@ describe the result in the UI (counts, quarantine reasons, column schema, profil
 a blocking check proving that every record read is staged or quarantined, exactly once.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -31,7 +30,7 @@ def _quarantine_markdown(examples: list[dict], pii: set[str]) -> str:
     return "\n".join(lines)
 
 
-def build_intake_assets(source: SourceConfig) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+def build_intake_assets(source: SourceConfig) -> "tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]":
     partitions = drops_partitions(source.name)
     assets, checks = [], []
     for spec in source.files:

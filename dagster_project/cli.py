@@ -81,7 +81,8 @@ def _generate(out_dir: Path, policies: int, seed: int, defect_rate: float):
 
 def _print_sample_summary(summary, out_dir: Path) -> None:
     manifest = json.loads((out_dir / "manifest.json").read_text())
-    table = Table(title=f"Sample book in {out_dir}")
+    out.print(f"Sample book: {out_dir}  (manifest.json lists every injected defect)", highlight=False)
+    table = Table()
     table.add_column("file")
     table.add_column("records", justify="right")
     for name, info in sorted(manifest["files"].items()):
@@ -90,7 +91,7 @@ def _print_sample_summary(summary, out_dir: Path) -> None:
     kinds: dict[str, int] = {}
     for defect in manifest["defects"]:
         kinds[defect["kind"]] = kinds.get(defect["kind"], 0) + 1
-    out.print("defects injected: " + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())))
+    out.print("defects injected: " + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())), highlight=False)
 
 
 @app.command()
@@ -156,7 +157,7 @@ def _ingest(path: Path, source: str, drop_id: str | None):
 
 
 def _print_ingest(outcomes) -> None:
-    table = Table(title="Intake: every record read is parsed or quarantined")
+    table = Table(title="Intake: every record read is parsed (staged) or quarantined with a reason")
     for col, justify in [("source", "left"), ("drop", "left"), ("file", "left"), ("read", "right"),
                          ("parsed", "right"), ("quarantined", "right"), ("reasons", "left")]:
         table.add_column(col, justify=justify)
@@ -166,6 +167,16 @@ def _print_ingest(outcomes) -> None:
             table.add_row(outcome.source, outcome.drop_id, f.file_name, f"{f.records_read:,}", f"{f.records_parsed:,}",
                           f"{f.records_quarantined:,}", reasons)
     out.print(table)
+    read = sum(f.records_read for o in outcomes for f in o.files)
+    parsed = sum(f.records_parsed for o in outcomes for f in o.files)
+    quarantined = sum(f.records_quarantined for o in outcomes for f in o.files)
+    out.print(
+        f"{read:,} records read = {parsed:,} staged + {quarantined:,} quarantined. Quarantined records are in "
+        "intake.quarantine with file, record number, field, reason and raw bytes. Records that read fine but are "
+        "wrong as insurance data (impossible dates, negative premiums, duplicates, orphans, unknown codes) are "
+        "staged and caught at mapping.",
+        highlight=False,
+    )
     for outcome in outcomes:
         status = "[green]succeeded[/]" if outcome.success else "[red]FAILED[/]"
         out.print(f"{outcome.source} drop {outcome.drop_id}: Dagster run {outcome.run_id} {status}")

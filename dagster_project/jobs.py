@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.partitions import drops_partitions
-
 
 def ingest_job_name(source: str) -> str:
     return f"ingest_{source}_job"
@@ -15,6 +13,5 @@ def build_ingest_job(source: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=ingest_job_name(source),
         selection=dg.AssetSelection.groups(f"legacy_{source}"),
-        partitions_def=drops_partitions(source),
         description=f"Decode, stage, quarantine and profile one {source} drop from the landing folder.",
     )

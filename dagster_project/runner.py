@@ -65,7 +65,7 @@ def default_drop_id(path: Path, digest: str) -> str:
 
 
 def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resources: dict | None = None,
-           dagster_instance: dg.DagsterInstance | None = None) -> IngestOutcome:
+           dagster_instance: dg.DagsterInstance | None = None, console_log_level: str = "WARNING") -> IngestOutcome:
     """Place a drop in the landing folder, register it, and materialize its intake assets through Dagster."""
     source = load_source(source_name)
     resolved = resources or resources_for_environment(resolved=True)
@@ -88,6 +88,8 @@ def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resource
     result = job.execute_in_process(
         instance=inst,
         partition_key=drop_id,
+        # the CLI prints its own summary; the full event log is in the UI
+        run_config={"loggers": {"console": {"config": {"log_level": console_log_level}}}},
         raise_on_error=False,
         tags={"data_mash/source": source.name, "data_mash/content_hash": digest, "data_mash/launched_by": "cli"},
     )
@@ -99,11 +101,16 @@ def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resource
     error = None
     if not result.success:
         failures = [ev for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
-        error = "; ".join(
-            f"{ev.step_key}: {ev.event_specific_data.error.message.strip()}" for ev in failures
-        ) or "run failed"
+        error = "; ".join(f"{ev.step_key}: {root_cause(ev.event_specific_data.error)}" for ev in failures) or "run failed"
     return IngestOutcome(source.name, drop_id, result.run_id, result.success, file_outcomes(store, source.name, drop_id),
                          failed_checks, error)
+
+
+def root_cause(error) -> str:
+    """The innermost error of a step failure: what a person can act on, not Dagster's wrapper."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def file_outcomes(store: IntakeStore, source: str, drop_id: str) -> list[FileOutcome]:

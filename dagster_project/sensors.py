@@ -1,6 +1,5 @@
 """`landing_sensor`: one dynamic partition and one ingest run per new drop in the landing folder."""
 
-from __future__ import annotations
 
 import json
 

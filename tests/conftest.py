@@ -8,6 +8,8 @@ that cannot be reached fails the run: tests that need PostgreSQL never skip.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -35,10 +37,13 @@ def pg_server_url(tmp_path_factory) -> str:
         return
     import pgserver
 
-    data_dir = Path(tmp_path_factory.mktemp("pg", numbered=True)) / "data"
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    # Not under pytest's tmp folder: pytest resets its mode to 0700 when a session starts, which
+    # locks out the embedded server (it runs as its own system user when we are root).
+    parent = Path(tempfile.mkdtemp(prefix="dm-pgtest-"))
+    server = pgserver.get_server(parent / "data", cleanup_mode="stop")
     yield server.get_uri()  # the handle stays alive (and the server up) for the whole session
     server.cleanup()
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture
