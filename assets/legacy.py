@@ -8,11 +8,12 @@ a blocking check proving that every record read is staged or quarantined, exactl
 
 import dagster as dg
 
-from legacy.intake import ingest_file
+from legacy.intake import ingest_file, locate_file
 from legacy.sources import SourceConfig
 from resources.database import DatabaseResource
-from resources.intake_store import IntakeStore, pg_type, sql_name
+from resources.intake_store import IntakeStore, file_sha256, pg_type, sql_name, staging_table_name
 from resources.landing import LandingResource
+from resources.wal import WriteAheadLog
 from dagster_project.partitions import drops_partitions, reports_dir
 
 
@@ -55,7 +56,8 @@ def _intake_asset(source: SourceConfig, kind: str, required: bool, partitions) -
         ),
         tags={"layer": "legacy"},
     )
-    def _asset(context: dg.AssetExecutionContext, database: DatabaseResource, landing: LandingResource):
+    def _asset(context: dg.AssetExecutionContext, database: DatabaseResource, landing: LandingResource,
+               wal: WriteAheadLog):
         drop_id = context.partition_key
         drop_dir = landing.drop_dir(source.name, drop_id)
         if not drop_dir.is_dir():
@@ -64,13 +66,31 @@ def _intake_asset(source: SourceConfig, kind: str, required: bool, partitions) -
                 "Put it there with `data-mash ingest PATH --source " + source.name + "`."
             )
         store = IntakeStore(database.engine())
-        ingested = ingest_file(store, source, kind, drop_id, drop_dir)
-        if ingested is None:
+        path = locate_file(source, kind, drop_dir)
+        if path is None:
             if required:
                 raise dg.Failure(f"drop {drop_id!r} of {source.name} has no {kind} file")
             context.log.info(f"drop {drop_id} of {source.name} has no {kind} file (optional)")
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "file": "absent"})
-        load, profile = ingested.load, ingested.profile
+        sha = file_sha256(path)
+        asset_key = key.to_user_string()
+        with wal.intent(
+            context,
+            namespace="intake",
+            operation="stage_file",
+            target=f"staging.{staging_table_name(source.name, kind)}",
+            key=f"intake:{source.name}:{kind}:{drop_id}:{sha}",
+            payload={"source": source.name, "kind": kind, "drop_id": drop_id, "file": path.name,
+                     "file_sha256": sha, "file_bytes": path.stat().st_size},
+        ) as intent:
+            ingested = ingest_file(
+                store, source, kind, drop_id, drop_dir, path=path, sha256=sha, wal_id=intent.id,
+                on_block=lambda _load: wal.maybe_crash("mid_load", asset_key),
+            )
+            load = ingested.load
+            intent.result = {"records_read": load.records_read, "records_parsed": load.records_parsed,
+                             "records_quarantined": load.records_quarantined}
+        profile = ingested.profile
         report = profile.write_json(reports_dir() / source.name / drop_id / f"{kind}.profile.json")
         context.log.info(
             f"{source.name}/{kind} drop {drop_id}: read {load.records_read}, parsed {load.records_parsed}, "
@@ -95,6 +115,9 @@ def _intake_asset(source: SourceConfig, kind: str, required: bool, partitions) -
                 "file": ingested.path.name,
                 "staging_table": load.staging_table,
                 "drop": drop_id,
+                "wal_entry_id": intent.id,
+                "wal_status": intent.status,
+                "wal_attempt": intent.attempts,
             }
         )
 

@@ -7,7 +7,7 @@ import dagster as dg
 from assets.legacy import build_intake_assets
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import build_ingest_job
-from dagster_project.sensors import build_landing_sensor
+from dagster_project.sensors import build_landing_sensor, build_wal_recovery_sensor
 from legacy.sources import list_sources
 
 
@@ -24,7 +24,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
-        sensors=[build_landing_sensor([s.name for s in sources], jobs)],
+        sensors=[build_landing_sensor([s.name for s in sources], jobs), build_wal_recovery_sensor(jobs)],
         resources=resources if resources is not None else resources_for_environment(),
     )
 

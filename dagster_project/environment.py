@@ -8,8 +8,10 @@ import dagster as dg
 
 from resources.database import DATABASE_URL_ENV, DatabaseResource
 from resources.landing import LandingResource
+from resources.wal import WriteAheadLog
 
 LANDING_ENV = "DATA_MASH_LANDING"
+FAULT_ENV = "DATA_MASH_FAULT"
 
 
 def resources_for_environment(*, resolved: bool = False) -> dict[str, dg.ConfigurableResource]:
@@ -23,7 +25,9 @@ def resources_for_environment(*, resolved: bool = False) -> dict[str, dg.Configu
         value = os.environ.get(name, "")
         return (value if resolved else dg.EnvVar(name)) if value else ""
 
+    database = DatabaseResource(url=setting(DATABASE_URL_ENV))  # "" = embedded PostgreSQL
     return {
-        "database": DatabaseResource(url=setting(DATABASE_URL_ENV)),  # "" = embedded PostgreSQL
+        "database": database,
         "landing": LandingResource(path=setting(LANDING_ENV)),  # "" = $DATA_MASH_HOME/landing
+        "wal": WriteAheadLog(database=database, fault=setting(FAULT_ENV)),  # fault: crash injection, tests/demos
     }

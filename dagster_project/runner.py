@@ -129,3 +129,51 @@ def file_outcomes(store: IntakeStore, source: str, drop_id: str) -> list[FileOut
     for kind, reason, count in reasons:
         by_kind.setdefault(kind, {})[reason] = count
     return [FileOutcome(r[0], r[1], r[2], r[3], r[4], by_kind.get(r[0], {})) for r in rows]
+
+
+@dataclass
+class RecoveryOutcome:
+    intent_id: int
+    action: str
+    reason: str
+    run_id: str | None = None
+    success: bool | None = None
+
+
+def recover(*, resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None,
+            now=None) -> list[RecoveryOutcome]:
+    """Carry out the WAL's recovery plan through Dagster: relaunch what is due, dead-letter what is spent."""
+    resolved = resources or resources_for_environment(resolved=True)
+    store = resolved["wal"].store()
+    defs = build_definitions(resources=resources)
+    inst = dagster_instance or instance()
+    outcomes = []
+    for action in store.recovery_plan(now=now):
+        if action.action == "dead_letter":
+            store.dead_letter(action.intent_id, action.reason)
+            outcomes.append(RecoveryOutcome(action.intent_id, "dead_lettered", action.reason))
+        elif action.action == "relaunch" and action.job_name and action.asset_key:
+            result = defs.resolve_job_def(action.job_name).execute_in_process(
+                instance=inst,
+                partition_key=action.partition_key,
+                asset_selection=[dg.AssetKey.from_user_string(action.asset_key)],
+                raise_on_error=False,
+                tags={"data_mash/recovers_wal_intent": str(action.intent_id), "data_mash/launched_by": "cli"},
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
+            outcomes.append(RecoveryOutcome(action.intent_id, "relaunched", action.reason, result.run_id, result.success))
+        else:
+            outcomes.append(RecoveryOutcome(action.intent_id, action.action, action.reason))
+    return outcomes
+
+
+def audit_key_columns(store: IntakeStore) -> dict[str, str]:
+    """Staging tables that hold a policy id, and which column: the source's key column where the table has it."""
+    from legacy.sources import list_sources
+    from resources.intake_store import sql_name
+
+    keys = {s.name: sql_name(s.key) for s in list_sources()}
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT table_name, source, columns FROM intake.staging_tables")).all()
+    return {f"staging.{table}": keys[source] for table, source, columns in rows
+            if source in keys and keys[source] in columns}

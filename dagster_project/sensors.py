@@ -10,6 +10,7 @@ from dagster_project.partitions import drops_partitions_name
 from resources.database import DatabaseResource
 from resources.intake_store import IntakeStore
 from resources.landing import LandingResource, content_hash
+from resources.wal import WriteAheadLog
 
 
 def build_landing_sensor(sources: list[str], jobs) -> dg.SensorDefinition:
@@ -64,3 +65,46 @@ def build_landing_sensor(sources: list[str], jobs) -> dg.SensorDefinition:
         )
 
     return landing_sensor
+
+
+def build_wal_recovery_sensor(jobs) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="wal_recovery_sensor",
+        jobs=jobs,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Finds WAL intents left pending by a run that died (its ownership lock is free) or failed, and "
+            "re-launches their materialization once the lifecycle delay has passed; dead-letters intents whose "
+            "retries are spent or whose time to live is over."
+        ),
+    )
+    def wal_recovery_sensor(context: dg.SensorEvaluationContext, wal: WriteAheadLog):
+        store = wal.store()
+        requests, notes = [], []
+        for action in store.recovery_plan():
+            if action.action == "dead_letter":
+                store.dead_letter(action.intent_id, action.reason)
+                notes.append(f"intent {action.intent_id} dead-lettered: {action.reason}")
+            elif action.action == "relaunch" and action.job_name and action.asset_key:
+                requests.append(recovery_run_request(action))
+            else:
+                notes.append(f"intent {action.intent_id}: {action.reason}")
+        for note in notes:
+            context.log.info(note)
+        return dg.SensorResult(
+            run_requests=requests,
+            skip_reason=None if requests else dg.SkipReason("; ".join(notes) or "no WAL intent needs recovery"),
+        )
+
+    return wal_recovery_sensor
+
+
+def recovery_run_request(action) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"wal-recover:{action.intent_id}:{action.attempts}",
+        job_name=action.job_name,
+        asset_selection=[dg.AssetKey.from_user_string(action.asset_key)],
+        partition_key=action.partition_key,
+        tags={"data_mash/recovers_wal_intent": str(action.intent_id)},
+    )

@@ -30,6 +30,12 @@ def file_spec(source: SourceConfig, kind: str) -> FileSpec:
     raise KeyError(f"source {source.name} has no file kind {kind!r}; it has {[s.kind for s in source.files]}")
 
 
+def locate_file(source: SourceConfig, kind: str, drop_dir: Path) -> Path | None:
+    """The drop's file of this kind; None when an optional file is absent (a required one raises)."""
+    file_spec(source, kind)
+    return find_drop_files(source, drop_dir).get(kind)
+
+
 def ingest_file(
     store,
     source: SourceConfig,
@@ -37,6 +43,9 @@ def ingest_file(
     drop_id: str,
     drop_dir: Path,
     *,
+    path: Path | None = None,
+    sha256: str | None = None,
+    wal_id: int | None = None,
     block_records: int = 50_000,
     on_block: Callable | None = None,
 ) -> IngestedFile | None:
@@ -44,8 +53,7 @@ def ingest_file(
     from resources.intake_store import sql_name  # the SQL naming rule lives with the store
 
     spec = file_spec(source, kind)
-    found = find_drop_files(source, drop_dir)
-    path = found.get(kind)
+    path = path or locate_file(source, kind, drop_dir)
     if path is None:
         return None
     columns = output_columns(source, spec, drop_dir)
@@ -57,7 +65,8 @@ def ingest_file(
             yield result
 
     load = store.load_file(
-        source=source.name, kind=kind, drop_id=drop_id, path=path, columns=columns, blocks=blocks(), on_block=on_block
+        source=source.name, kind=kind, drop_id=drop_id, path=path, columns=columns, blocks=blocks(),
+        wal_id=wal_id, sha256=sha256, on_block=on_block,
     )
     stats = store.column_stats(source.name, kind, drop_id, columns)
     profile = build_profile(

@@ -139,9 +139,15 @@ class IntakeStore:
         path: Path,
         columns: list[tuple[str, pa.DataType]],
         blocks: Iterable,
+        wal_id: int | None = None,
+        sha256: str | None = None,
         on_block=None,
     ) -> FileLoad:
-        """Replace this drop's rows for `kind` with the decoded `blocks`, atomically."""
+        """Replace this drop's rows for `kind` with the decoded `blocks`, atomically.
+
+        `wal_id` is the WAL intent this load carries out: every staged and quarantined row, and the
+        `intake.files` row (a foreign key, so the load cannot commit before its intent), hold it.
+        """
         table = staging_table_name(source, kind)
         part = partition_name(table, drop_id)
         names = [sql_name(name) for name, _ in columns]
@@ -149,7 +155,7 @@ class IntakeStore:
             dupes = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"source {source} file {kind}: columns {dupes} collide as SQL names")
         load = FileLoad(source, drop_id, kind, path.name, f"staging.{table}")
-        sha = file_sha256(path)
+        sha = sha256 or file_sha256(path)
         raw = self.engine.raw_connection()
         try:
             conn = raw.driver_connection
@@ -167,36 +173,37 @@ class IntakeStore:
                 )
                 copy_rows = sql.SQL("COPY staging.{} ({}) FROM STDIN (FORMAT csv)").format(
                     sql.Identifier(part),
-                    sql.SQL(", ").join(sql.Identifier(n) for n in ["drop_id", "record_no", *names]),
+                    sql.SQL(", ").join(sql.Identifier(n) for n in ["drop_id", "wal_id", "record_no", *names]),
                 )
                 for result in blocks:
                     good, bad = self._split_nul_rows(result.table, result.quarantine, columns)
                     if good.num_rows:
                         ordered = good.select(["record_no", *[name for name, _ in columns]])
+                        ordered = ordered.add_column(0, "wal_id", pa.array([wal_id] * good.num_rows, pa.int64()))
                         ordered = ordered.add_column(0, "drop_id", pa.array([drop_id] * good.num_rows, pa.string()))
                         buffer = io.BytesIO()
                         pacsv.write_csv(ordered, buffer, write_options=pacsv.WriteOptions(include_header=False))
                         with cur.copy(copy_rows) as copy:
                             copy.write(buffer.getvalue())
                     if bad.num_rows:
-                        self._copy_quarantine(cur, source, drop_id, kind, path.name, bad, load)
+                        self._copy_quarantine(cur, source, drop_id, kind, path.name, bad, load, wal_id)
                     load.records_parsed += good.num_rows
                     if on_block is not None:
                         on_block(load)
                 cur.execute(
                     """
                     INSERT INTO intake.files (source, drop_id, kind, file_name, file_sha256, file_bytes,
-                                              records_read, records_parsed, records_quarantined, staging_table)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                              records_read, records_parsed, records_quarantined, staging_table, wal_id)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                     ON CONFLICT (source, drop_id, kind) DO UPDATE SET
                         file_name = EXCLUDED.file_name, file_sha256 = EXCLUDED.file_sha256,
                         file_bytes = EXCLUDED.file_bytes, records_read = EXCLUDED.records_read,
                         records_parsed = EXCLUDED.records_parsed,
                         records_quarantined = EXCLUDED.records_quarantined,
-                        staging_table = EXCLUDED.staging_table, loaded_at = now()
+                        staging_table = EXCLUDED.staging_table, wal_id = EXCLUDED.wal_id, loaded_at = now()
                     """,
                     (source, drop_id, kind, path.name, sha, path.stat().st_size, load.records_read,
-                     load.records_parsed, load.records_quarantined, load.staging_table),
+                     load.records_parsed, load.records_quarantined, load.staging_table, wal_id),
                 )
             raw.commit()
         except BaseException:
@@ -233,15 +240,15 @@ class IntakeStore:
         bad = pa.concat_tables([bad.select(list(QUARANTINE_COLUMNS)).cast(extra.schema), extra]) if bad.num_rows else extra
         return good.filter(pc.invert(mask)), bad
 
-    def _copy_quarantine(self, cur, source, drop_id, kind, file_name, bad: pa.Table, load: FileLoad) -> None:
+    def _copy_quarantine(self, cur, source, drop_id, kind, file_name, bad: pa.Table, load: FileLoad, wal_id) -> None:
         with cur.copy(
-            "COPY intake.quarantine (source, drop_id, kind, file_name, record_no, byte_offset, field, reason, detail, raw) "
-            "FROM STDIN"
+            "COPY intake.quarantine (source, drop_id, kind, file_name, record_no, byte_offset, field, reason, detail, "
+            "raw, wal_id) FROM STDIN"
         ) as copy:
             for row in bad.select(list(QUARANTINE_COLUMNS)).to_pylist():
                 copy.write_row(
                     (source, drop_id, kind, file_name, row["record_no"], row["offset"], row["field"],
-                     row["reason"], row["detail"], row["raw"])
+                     row["reason"], row["detail"], row["raw"], wal_id)
                 )
                 load.quarantine_by_reason[row["reason"]] = load.quarantine_by_reason.get(row["reason"], 0) + 1
         load.records_quarantined += bad.num_rows
@@ -253,7 +260,8 @@ class IntakeStore:
         wanted = {n: pg_type(t) for n, (_, t) in zip(names, columns)}
         if row is None:
             cur.execute(
-                sql.SQL("CREATE TABLE IF NOT EXISTS staging.{} (drop_id text NOT NULL, record_no bigint NOT NULL, {}, "
+                sql.SQL("CREATE TABLE IF NOT EXISTS staging.{} (drop_id text NOT NULL, wal_id bigint, "
+                        "record_no bigint NOT NULL, {}, "
                         "PRIMARY KEY (drop_id, record_no)) PARTITION BY LIST (drop_id)").format(
                     sql.Identifier(table),
                     sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in wanted.items()),

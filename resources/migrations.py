@@ -86,6 +86,67 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "wal: intents, hash-chained log, chain heads; wal ids on intake rows",
+        (
+            "CREATE SCHEMA IF NOT EXISTS wal",
+            """
+            CREATE TABLE wal.intents (
+                id                  bigserial   PRIMARY KEY,
+                namespace           text        NOT NULL,
+                operation           text        NOT NULL,
+                target              text        NOT NULL,
+                idempotency_key     text        NOT NULL UNIQUE,
+                payload             jsonb       NOT NULL,
+                result              jsonb,
+                max_retries         integer     NOT NULL,
+                retry_delay_seconds double precision NOT NULL,
+                backoff             double precision NOT NULL,
+                ttl_seconds         integer     NOT NULL,
+                run_id              text,
+                job_name            text,
+                asset_key           text,
+                partition_key       text,
+                wave                text,
+                status              text        NOT NULL CHECK (status IN
+                                        ('pending', 'committed', 'failed', 'compensated', 'dead_lettered')),
+                attempts            integer     NOT NULL DEFAULT 1,
+                error               text,
+                created_at          timestamptz NOT NULL,
+                updated_at          timestamptz NOT NULL,
+                next_attempt_at     timestamptz
+            )
+            """,
+            "CREATE INDEX intents_by_status ON wal.intents (status, next_attempt_at)",
+            "CREATE INDEX intents_by_namespace ON wal.intents (namespace, created_at)",
+            """
+            CREATE TABLE wal.log (
+                seq       bigserial   PRIMARY KEY,
+                namespace text        NOT NULL,
+                chain_pos bigint      NOT NULL,
+                intent_id bigint      NOT NULL REFERENCES wal.intents (id),
+                event     text        NOT NULL,
+                at        timestamptz NOT NULL,
+                body      jsonb       NOT NULL,
+                prev_hash text        NOT NULL,
+                hash      text        NOT NULL,
+                UNIQUE (namespace, chain_pos)
+            )
+            """,
+            "CREATE INDEX log_by_intent ON wal.log (intent_id, seq)",
+            "CREATE INDEX log_by_time ON wal.log (namespace, at)",
+            """
+            CREATE TABLE wal.chain_heads (
+                namespace text   PRIMARY KEY,
+                chain_pos bigint NOT NULL,
+                hash      text   NOT NULL
+            )
+            """,
+            "ALTER TABLE intake.files ADD COLUMN wal_id bigint REFERENCES wal.intents (id)",
+            "ALTER TABLE intake.quarantine ADD COLUMN wal_id bigint",
+        ),
+    ),
 )
 
 

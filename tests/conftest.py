@@ -79,8 +79,11 @@ def home(tmp_path, monkeypatch) -> Path:
 def resources(database_url, home):
     from resources.database import DatabaseResource
     from resources.landing import LandingResource
+    from resources.wal import WriteAheadLog
 
-    return {"database": DatabaseResource(url=database_url), "landing": LandingResource(path=str(home / "landing"))}
+    database = DatabaseResource(url=database_url)
+    return {"database": database, "landing": LandingResource(path=str(home / "landing")),
+            "wal": WriteAheadLog(database=database)}
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ def sensor_env(resources, home):
 
 
 def evaluate(sensor, resources, instance, cursor=None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    return sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return sensor(context)
 
 
 def land(resources, source: str, drop_id: str, ready: bool = True):
