@@ -1,8 +1,10 @@
 """Intake benchmark: generate a book, decode it, load it into PostgreSQL; rates and peak memory.
 
-    python bench/intake_bench.py --policies 1000000            # embedded PostgreSQL under bench/out/
+    python bench/intake_bench.py --policies 1000000            # embedded PostgreSQL under bench/out/home
     DATA_MASH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python bench/intake_bench.py
 
+Phases: generate, decode (no database), load (decode + COPY + profile), load_wal (the same with
+the WAL calls the intake asset makes, for the overhead ratio), latency (single-intent begin/commit).
 Each phase runs in its own process so that its peak RSS is its own. Figures are printed as a
 table and written to bench/out/intake-<policies>.json. Nothing here asserts a timing.
 """
@@ -55,24 +57,66 @@ def phase_decode(book: Path) -> dict:
     return {"seconds": time.perf_counter() - started, "records": total, "files": per_file}
 
 
-def phase_load(book: Path) -> dict:
+def phase_load(book: Path, with_wal: bool) -> dict:
+    """Stage every file of the book; with_wal wraps each file in the WAL calls the intake asset makes."""
     from dagster_project.environment import resources_for_environment
-    from legacy.intake import ingest_file
+    from legacy.intake import ingest_file, locate_file
     from legacy.sources import find_drop_files, list_sources
-    from resources.intake_store import IntakeStore
+    from resources.intake_store import IntakeStore, file_sha256, staging_table_name
+    from resources.wal import WalStore
 
-    store = IntakeStore(resources_for_environment(resolved=True)["database"].engine())
+    engine = resources_for_environment(resolved=True)["database"].engine()
+    store, wal = IntakeStore(engine), WalStore(engine)
+    drop_id = "bench-wal" if with_wal else "bench"
     started = time.perf_counter()
     per_file, total = {}, 0
     for source in list_sources():
         drop = book / source.name
         for kind in find_drop_files(source, drop):
             t0 = time.perf_counter()
-            ingested = ingest_file(store, source, kind, "bench", drop)
+            path = locate_file(source, kind, drop)
+            sha = file_sha256(path)
+            if with_wal:
+                key = f"intake:{source.name}:{kind}:{drop_id}:{sha}:{time.time_ns()}"
+                with wal.owned(key):
+                    intent = wal.begin(namespace="intake", operation="stage_file",
+                                       target=f"staging.{staging_table_name(source.name, kind)}", key=key,
+                                       payload={"source": source.name, "kind": kind, "file_sha256": sha})
+                    ingested = ingest_file(store, source, kind, drop_id, drop, path=path, sha256=sha, wal_id=intent.id)
+                    wal.commit(intent, {"records_read": ingested.load.records_read})
+            else:
+                ingested = ingest_file(store, source, kind, drop_id, drop, path=path, sha256=sha)
             per_file[f"{source.name}/{ingested.path.name}"] = {
                 "records": ingested.load.records_read, "seconds": time.perf_counter() - t0}
             total += ingested.load.records_read
     return {"seconds": time.perf_counter() - started, "records": total, "files": per_file}
+
+
+def phase_latency(samples: int = 1000) -> dict:
+    """Single-intent latency: begin (committed) + commit, each a durable PostgreSQL transaction."""
+    import statistics
+
+    from dagster_project.environment import resources_for_environment
+    from resources.wal import WalStore
+
+    wal = WalStore(resources_for_environment(resolved=True)["database"].engine())
+    begin_ms, cycle_ms = [], []
+    run = time.time_ns()
+    for i in range(samples):
+        t0 = time.perf_counter()
+        intent = wal.begin(namespace="bench", operation="noop", target="none", key=f"bench:{run}:{i}", payload={"i": i})
+        t1 = time.perf_counter()
+        wal.commit(intent, {})
+        t2 = time.perf_counter()
+        begin_ms.append((t1 - t0) * 1000)
+        cycle_ms.append((t2 - t0) * 1000)
+
+    def pct(values, p):
+        return sorted(values)[min(len(values) - 1, int(round(p / 100 * len(values))) - 1)]
+
+    return {"records": samples, "seconds": sum(cycle_ms) / 1000,
+            "begin_median_ms": statistics.median(begin_ms), "begin_p99_ms": pct(begin_ms, 99),
+            "cycle_median_ms": statistics.median(cycle_ms), "cycle_p99_ms": pct(cycle_ms, 99)}
 
 
 def run_phase(name: str, args: argparse.Namespace, env: dict) -> dict:
@@ -85,19 +129,24 @@ def run_phase(name: str, args: argparse.Namespace, env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+PHASES = ("generate", "decode", "load", "load_wal", "latency")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policies", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--book", type=Path, default=None)
-    parser.add_argument("--phase", choices=["generate", "decode", "load"])
+    parser.add_argument("--phase", choices=PHASES)
     args = parser.parse_args()
     args.book = args.book or HERE / "out" / f"book-{args.policies}-{args.seed}"
 
     if args.phase:
         fn = {"generate": lambda: phase_generate(args.book, args.policies, args.seed),
               "decode": lambda: phase_decode(args.book),
-              "load": lambda: phase_load(args.book)}[args.phase]
+              "load": lambda: phase_load(args.book, with_wal=False),
+              "load_wal": lambda: phase_load(args.book, with_wal=True),
+              "latency": phase_latency}[args.phase]
         result = fn()
         result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
@@ -106,7 +155,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.setdefault("DATA_MASH_HOME", str(HERE / "out" / "home"))
     results = {"policies": args.policies}
-    for name in ("generate", "decode", "load"):
+    for name in PHASES:
         if name == "generate" and (args.book / "manifest.json").exists():
             continue
         print(f"… {name}", file=sys.stderr, flush=True)
@@ -117,10 +166,18 @@ def main() -> None:
 
     print(f"\nIntake benchmark, {args.policies:,} policies ({os.cpu_count()} cores)")
     print(f"{'phase':<10}{'records':>14}{'seconds':>10}{'records/s':>14}{'peak RSS MB':>14}")
-    for name in ("generate", "decode", "load"):
+    for name in ("generate", "decode", "load", "load_wal"):
         r = results.get(name)
         if r:
             print(f"{name:<10}{r['records']:>14,}{r['seconds']:>10.1f}{r['records'] / r['seconds']:>14,.0f}{r['peak_rss_mb']:>14,.0f}")
+    if "load" in results and "load_wal" in results:
+        ratio = results["load_wal"]["seconds"] / results["load"]["seconds"]
+        print(f"\nWAL overhead on the load: {ratio:.4f}x wall time ({(ratio - 1) * 100:+.2f}%)")
+    lat = results.get("latency")
+    if lat:
+        print(f"single intent, {lat['records']} samples: begin median {lat['begin_median_ms']:.2f} ms, "
+              f"p99 {lat['begin_p99_ms']:.2f} ms; begin+commit median {lat['cycle_median_ms']:.2f} ms, "
+              f"p99 {lat['cycle_p99_ms']:.2f} ms")
     print(f"\nwritten to {out}")
 
 

@@ -268,6 +268,10 @@ def demo(
         console.print(f"Reusing the sample book in {book}", highlight=False)
     outcomes = [_ingest(book / name, name, f"book-{policies}-{seed}") for name in ("mainframe_life", "pc_csv")]
     _print_ingest(outcomes)
+    report = resources["wal"].store().verify()
+    state = "[green]intact[/]" if report.ok else f"[red]ALTERED[/]: {report.problems[0]}"
+    out.print(f"WAL: every file load above was a committed intent first; {report.entries:,} entries in "
+              f"{report.chains} hash chain(s), {state}. Try `data-mash wal replay --namespace intake`.")
     out.print(f"Done in {time.perf_counter() - started:.1f} s. See the runs, lineage and profiles in the Dagster UI: `make ui`.")
     if not all(o.success for o in outcomes):
         raise typer.Exit(1)

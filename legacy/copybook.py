@@ -50,30 +50,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-__all__ = [
-    "Copybook",
-    "CopybookError",
-    "Field",
-    "Node",
-    "OdoInfo",
-    "OdoTable",
-    "parse_copybook",
-    # re-exported from legacy.records (loaded lazily, see __getattr__)
-    "DecodeResult",
-    "FramingError",
-    "QUARANTINE_SCHEMA",
-    "REASON_CODES",
-    "RecordBlock",
-    "decimal_array",
-    "decode_block",
-    "decode_file",
-    "encode_matrix",
-    "encode_records",
-    "frame_records",
-    "iter_record_blocks",
-    "to_json_records",
-]
-
+# re-exported from legacy.records (loaded lazily, see __getattr__)
 _RECORDS_API = frozenset(
     {
         "DecodeResult",
@@ -91,6 +68,8 @@ _RECORDS_API = frozenset(
         "to_json_records",
     }
 )
+
+__all__ = ["Copybook", "CopybookError", "Field", "Node", "OdoInfo", "OdoTable", "parse_copybook", *sorted(_RECORDS_API)]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,13 @@ MASKED = "***"
 def value_patterns(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """The shape of each value: letters to A/a, digits to 9, everything else kept."""
     as_text = pc.cast(values, pa.string()) if not pa.types.is_string(values.type) else values
-    shaped = pc.replace_substring_regex(as_text, r"\p{Lu}", "A")
+    # ASCII classes are several times faster than Unicode ones; most legacy values are ASCII
+    shaped = pc.replace_substring_regex(as_text, "[A-Z]", "A")
+    shaped = pc.replace_substring_regex(shaped, "[a-z]", "a")
+    shaped = pc.replace_substring_regex(shaped, "[0-9]", "9")
+    if pc.all(pc.fill_null(pc.string_is_ascii(shaped), True)).as_py():
+        return shaped
+    shaped = pc.replace_substring_regex(shaped, r"\p{Lu}", "A")
     shaped = pc.replace_substring_regex(shaped, r"\p{Ll}|\p{Lo}", "a")
     return pc.replace_substring_regex(shaped, r"\p{Nd}", "9")
 
@@ -48,10 +54,12 @@ class PatternSampler:
             column = table.column(name)
             if pa.types.is_floating(column.type) or pa.types.is_binary(column.type):
                 continue
-            counts = pc.value_counts(value_patterns(column.drop_null())).to_pylist()
+            # shape each distinct value once, then add up its count under its shape
+            distinct = pc.value_counts(column.drop_null())
+            shapes = value_patterns(distinct.field("values"))
             bucket = self.counts.setdefault(name, Counter())
-            for item in counts:
-                bucket[item["values"]] += item["counts"]
+            for shape, count in zip(shapes.to_pylist(), distinct.field("counts").to_pylist()):
+                bucket[shape] += count
             if len(bucket) > 10_000:  # free text: keep the frequent shapes only
                 self.counts[name] = Counter(dict(bucket.most_common(1_000)))
 
