@@ -372,7 +372,7 @@ def wal_show(intent_id: int = typer.Argument(..., help="WAL intent id (the wal_e
 
 
 @app.command("audit-trail")
-def audit_trail(policy: str = typer.Argument(..., help="Policy id, e.g. L000000017 or PC00000042.")) -> None:
+def audit_trail(policy: str = typer.Argument(..., help="Policy id, e.g. L100000005 or PC10000003.")) -> None:
     """Every WAL event of every write that touched this policy's rows, in order."""
     from dagster_project.environment import resources_for_environment
     from dagster_project.runner import audit_key_columns
