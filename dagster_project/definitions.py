@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.canonical import build_canonical_assets
 from assets.legacy import build_intake_assets
 from dagster_project.environment import resources_for_environment
-from dagster_project.jobs import build_ingest_job
+from dagster_project.jobs import build_ingest_job, build_map_job
 from dagster_project.sensors import build_landing_sensor, build_wal_recovery_sensor
 from legacy.sources import list_sources
 
@@ -16,10 +17,11 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     assets, checks, jobs = [], [], []
     sources = list_sources()
     for source in sources:
-        source_assets, source_checks = build_intake_assets(source)
-        assets += source_assets
-        checks += source_checks
-        jobs.append(build_ingest_job(source.name))
+        for build in (build_intake_assets, build_canonical_assets):
+            source_assets, source_checks = build(source)
+            assets += source_assets
+            checks += source_checks
+        jobs += [build_ingest_job(source.name), build_map_job(source.name)]
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

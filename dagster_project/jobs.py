@@ -1,6 +1,4 @@
-"""Jobs: `ingest_<source>_job` takes one drop of one source through intake."""
-
-from __future__ import annotations
+"""Jobs: `ingest_<source>_job` takes a drop through intake and mapping; `map_<source>_job` re-maps only."""
 
 import dagster as dg
 
@@ -9,9 +7,22 @@ def ingest_job_name(source: str) -> str:
     return f"ingest_{source}_job"
 
 
-def build_ingest_job(source: str) -> dg.UnresolvedAssetJobDefinition:
+def map_job_name(source: str) -> str:
+    return f"map_{source}_job"
+
+
+def build_ingest_job(source: str) -> "dg.UnresolvedAssetJobDefinition":
     return dg.define_asset_job(
         name=ingest_job_name(source),
-        selection=dg.AssetSelection.groups(f"legacy_{source}"),
-        description=f"Decode, stage, quarantine and profile one {source} drop from the landing folder.",
+        selection=dg.AssetSelection.groups(f"legacy_{source}", f"canonical_{source}"),
+        description=f"Decode, stage, quarantine and profile one {source} drop, then map it to the canonical model.",
+    )
+
+
+def build_map_job(source: str) -> "dg.UnresolvedAssetJobDefinition":
+    return dg.define_asset_job(
+        name=map_job_name(source),
+        selection=dg.AssetSelection.groups(f"canonical_{source}"),
+        description=(f"Map already staged {source} drops to the canonical model again, e.g. as a backfill over "
+                     "past drops after a mapping change."),
     )

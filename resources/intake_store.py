@@ -79,6 +79,25 @@ class FileLoad:
         return self.records_parsed + self.records_quarantined
 
 
+def replace_partition(cur, schema: str, parent: str, part: str, value: str) -> None:
+    """Drop and recreate one LIST partition, inside the caller's transaction (readers see the old one until commit)."""
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(schema), sql.Identifier(part)))
+    cur.execute(sql.SQL("CREATE TABLE {}.{} PARTITION OF {}.{} FOR VALUES IN ({})").format(
+        sql.Identifier(schema), sql.Identifier(part), sql.Identifier(schema), sql.Identifier(parent), sql.Literal(value)))
+
+
+def copy_arrow(cur, schema: str, table: str, frame: pa.Table) -> None:
+    """COPY an Arrow table into `schema.table`, columns by name (decimals stay exact: Arrow writes them as text)."""
+    if not frame.num_rows:
+        return
+    statement = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(n) for n in frame.column_names))
+    buffer = io.BytesIO()
+    pacsv.write_csv(frame, buffer, write_options=pacsv.WriteOptions(include_header=False))
+    with cur.copy(statement) as copy:
+        copy.write(buffer.getvalue())
+
+
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -161,30 +180,19 @@ class IntakeStore:
             conn = raw.driver_connection
             with conn.cursor() as cur:
                 self._ensure_table(cur, source, kind, table, names, columns)
-                cur.execute(sql.SQL("DROP TABLE IF EXISTS staging.{}").format(sql.Identifier(part)))
-                cur.execute(
-                    sql.SQL("CREATE TABLE staging.{} PARTITION OF staging.{} FOR VALUES IN ({})").format(
-                        sql.Identifier(part), sql.Identifier(table), sql.Literal(drop_id)
-                    )
-                )
+                replace_partition(cur, "staging", table, part, drop_id)
                 cur.execute(
                     "DELETE FROM intake.quarantine WHERE source = %s AND drop_id = %s AND kind = %s",
                     (source, drop_id, kind),
                 )
-                copy_rows = sql.SQL("COPY staging.{} ({}) FROM STDIN (FORMAT csv)").format(
-                    sql.Identifier(part),
-                    sql.SQL(", ").join(sql.Identifier(n) for n in ["drop_id", "wal_id", "record_no", *names]),
-                )
                 for result in blocks:
                     good, bad = self._split_nul_rows(result.table, result.quarantine, columns)
                     if good.num_rows:
-                        ordered = good.select(["record_no", *[name for name, _ in columns]])
+                        ordered = good.select(["record_no", *[name for name, _ in columns]]).rename_columns(
+                            ["record_no", *names])
                         ordered = ordered.add_column(0, "wal_id", pa.array([wal_id] * good.num_rows, pa.int64()))
                         ordered = ordered.add_column(0, "drop_id", pa.array([drop_id] * good.num_rows, pa.string()))
-                        buffer = io.BytesIO()
-                        pacsv.write_csv(ordered, buffer, write_options=pacsv.WriteOptions(include_header=False))
-                        with cur.copy(copy_rows) as copy:
-                            copy.write(buffer.getvalue())
+                        copy_arrow(cur, "staging", part, ordered)
                     if bad.num_rows:
                         self._copy_quarantine(cur, source, drop_id, kind, path.name, bad, load, wal_id)
                     load.records_parsed += good.num_rows

@@ -23,6 +23,58 @@ class Migration:
     statements: tuple[str, ...]
 
 
+def _canonical_v1_ddl() -> tuple[str, ...]:
+    """Canonical Policy Model v1 tables (frozen), one LIST partition per source drop, plus quarantine and loads."""
+    from canonical.tables import V1_TABLES
+    from resources.intake_store import pg_type
+
+    statements = ["CREATE SCHEMA IF NOT EXISTS canonical"]
+    for table in V1_TABLES.values():
+        columns = ", ".join(f"{c.name} {pg_type(c.type)}" for c in table.columns)
+        statements.append(
+            f"CREATE TABLE canonical.{table.name} (drop_key text NOT NULL, source_record_no bigint NOT NULL, "
+            f"wal_id bigint, mapping_version text NOT NULL, dq_score numeric(5,2) NOT NULL, dq_findings text NOT NULL, "
+            f"{columns}, PRIMARY KEY (drop_key, source_record_no)) PARTITION BY LIST (drop_key)"
+        )
+    statements += [
+        """
+        CREATE TABLE canonical.quarantine (
+            id               bigserial   PRIMARY KEY,
+            source           text        NOT NULL,
+            drop_id          text        NOT NULL,
+            table_name       text        NOT NULL,
+            source_record_no bigint      NOT NULL,
+            policy_id        text,
+            field            text,
+            reason           text        NOT NULL,
+            detail           text        NOT NULL,
+            wal_id           bigint,
+            quarantined_at   timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        "CREATE INDEX canonical_quarantine_by_load ON canonical.quarantine (source, drop_id, table_name)",
+        """
+        CREATE TABLE canonical.loads (
+            source              text        NOT NULL,
+            drop_id             text        NOT NULL,
+            table_name          text        NOT NULL,
+            mapping             text        NOT NULL,
+            mapping_version     text        NOT NULL,
+            mapping_hash        text        NOT NULL,
+            records_in          bigint      NOT NULL,
+            records_mapped      bigint      NOT NULL,
+            records_quarantined bigint      NOT NULL,
+            mean_dq_score       numeric(5,2),
+            wal_id              bigint      REFERENCES wal.intents (id),
+            loaded_at           timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (source, drop_id, table_name),
+            CHECK (records_mapped + records_quarantined = records_in)
+        )
+        """,
+    ]
+    return tuple(statements)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -147,6 +199,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE intake.quarantine ADD COLUMN wal_id bigint",
         ),
     ),
+    Migration(
+        3,
+        "canonical_registry: model versions (definition, schema hash, frozen) and declared upgrades",
+        (
+            "CREATE SCHEMA IF NOT EXISTS canonical_registry",
+            """
+            CREATE TABLE canonical_registry.model_versions (
+                version       text        PRIMARY KEY,
+                schema_hash   text        NOT NULL,
+                definition    jsonb       NOT NULL,
+                frozen        boolean     NOT NULL DEFAULT false,
+                registered_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            """
+            CREATE TABLE canonical_registry.upgrades (
+                from_version  text        NOT NULL REFERENCES canonical_registry.model_versions (version),
+                to_version    text        NOT NULL REFERENCES canonical_registry.model_versions (version),
+                description   text        NOT NULL,
+                steps         jsonb       NOT NULL DEFAULT '[]'::jsonb,
+                registered_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (from_version, to_version),
+                CHECK (from_version <> to_version)
+            )
+            """,
+        ),
+    ),
+    Migration(4, "canonical: Canonical Policy Model v1 tables, quarantine, loads", _canonical_v1_ddl()),
 )
 
 

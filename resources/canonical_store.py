@@ -1,0 +1,190 @@
+"""Canonical tables in PostgreSQL: reading staged blocks, writing mapped ones, proving the counts.
+
+`canonical.<table>` is LIST-partitioned by drop (`<source>:<drop_id>`). Mapping a drop replaces its
+partition and its quarantine rows in one transaction, so a rerun (or a backfill after a mapping
+change) never duplicates. Duplicate keys and orphans (rows whose policy is not among the drop's
+canonical policies) are found set-wise in SQL after the COPY and moved to `canonical.quarantine`.
+`canonical.loads` records in = mapped + quarantined, enforced by a CHECK constraint.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql
+from sqlalchemy import Engine, text
+
+from canonical.tables import V1_TABLES
+from resources.intake_store import copy_arrow, partition_name, replace_partition, sql_name, staging_table_name
+
+
+def drop_key(source: str, drop_id: str) -> str:
+    return f"{source}:{drop_id}"
+
+
+@dataclass
+class CanonicalLoad:
+    source: str
+    drop_id: str
+    table: str
+    records_in: int = 0
+    records_mapped: int = 0
+    records_quarantined: int = 0
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    mean_dq_score: float | None = None
+
+
+class CanonicalStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def read_staged(self, source: str, kind: str, drop_id: str, columns: list[tuple[str, pa.DataType]],
+                    block: int = 100_000) -> Iterator[pa.Table]:
+        """A drop's staged rows in record order, as Arrow blocks with the source's own column names."""
+        part = partition_name(staging_table_name(source, kind), drop_id)
+        names = [sql_name(n) for n, _ in columns]
+        types = {"record_no": pa.int64(), **{n: t for n, t in columns}}
+        options = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False)
+        read = pacsv.ReadOptions(column_names=["record_no", *[n for n, _ in columns]])
+        last = 0
+        raw = self.engine.raw_connection()
+        try:
+            with raw.driver_connection.cursor() as cur:
+                while True:
+                    query = sql.SQL("COPY (SELECT record_no, {} FROM staging.{} WHERE record_no > {} ORDER BY record_no "
+                                    "LIMIT {}) TO STDOUT (FORMAT csv)").format(
+                        sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(part),
+                        sql.Literal(last), sql.Literal(block))
+                    buffer = io.BytesIO()
+                    with cur.copy(query) as copy:
+                        for chunk in copy:
+                            buffer.write(chunk)
+                    if not buffer.tell():
+                        return
+                    buffer.seek(0)
+                    table = pacsv.read_csv(buffer, read_options=read, convert_options=options)
+                    yield table
+                    last = table.column("record_no")[-1].as_py()
+                    if table.num_rows < block:
+                        return
+        finally:
+            raw.close()
+
+    def load_table(self, *, source: str, drop_id: str, table: str, mapping, blocks: Iterable,
+                   wal_id: int | None) -> CanonicalLoad:
+        """Replace the drop's partition of `canonical.<table>` with the mapped blocks, then settle keys and orphans."""
+        canonical = V1_TABLES[table]
+        key = drop_key(source, drop_id)
+        part = partition_name(table, key)
+        load = CanonicalLoad(source, drop_id, table)
+        raw = self.engine.raw_connection()
+        try:
+            with raw.driver_connection.cursor() as cur:
+                replace_partition(cur, "canonical", table, part, key)
+                cur.execute("DELETE FROM canonical.quarantine WHERE source = %s AND drop_id = %s AND table_name = %s",
+                            (source, drop_id, table))
+                for block in blocks:
+                    rows = block.table.select(["source_record_no", *canonical.names, "dq_score", "dq_findings"])
+                    n = rows.num_rows
+                    rows = rows.add_column(0, "mapping_version", pa.repeat(pa.scalar(mapping.version), n))
+                    rows = rows.add_column(0, "wal_id", pa.array([wal_id] * n, pa.int64()))
+                    rows = rows.add_column(0, "drop_key", pa.repeat(pa.scalar(key), n))
+                    copy_arrow(cur, "canonical", part, rows)
+                    bad = block.quarantine
+                    if bad.num_rows:
+                        q = bad.select(["source_record_no", "policy_id", "field", "reason", "detail"])
+                        m = q.num_rows
+                        for name, value in (("table_name", table), ("drop_id", drop_id), ("source", source)):
+                            q = q.add_column(0, name, pa.repeat(pa.scalar(value), m))
+                        q = q.append_column("wal_id", pa.array([wal_id] * m, pa.int64()))
+                        copy_arrow(cur, "canonical", "quarantine", q)
+                    load.records_in += n + bad.num_rows
+                self._settle_duplicates(cur, canonical, part, source, drop_id, wal_id)
+                if table != "policies":
+                    self._settle_orphans(cur, part, key, source, drop_id, table, wal_id)
+                cur.execute(sql.SQL("SELECT count(*), avg(dq_score) FROM canonical.{}").format(sql.Identifier(part)))
+                load.records_mapped, mean = cur.fetchone()
+                load.mean_dq_score = float(mean) if mean is not None else None
+                cur.execute("SELECT reason, count(*) FROM canonical.quarantine WHERE source = %s AND drop_id = %s "
+                            "AND table_name = %s GROUP BY reason ORDER BY reason", (source, drop_id, table))
+                load.quarantine_by_reason = dict(cur.fetchall())
+                load.records_quarantined = sum(load.quarantine_by_reason.values())
+                cur.execute(
+                    """
+                    INSERT INTO canonical.loads (source, drop_id, table_name, mapping, mapping_version, mapping_hash,
+                        records_in, records_mapped, records_quarantined, mean_dq_score, wal_id)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (source, drop_id, table_name) DO UPDATE SET mapping = EXCLUDED.mapping,
+                        mapping_version = EXCLUDED.mapping_version, mapping_hash = EXCLUDED.mapping_hash,
+                        records_in = EXCLUDED.records_in, records_mapped = EXCLUDED.records_mapped,
+                        records_quarantined = EXCLUDED.records_quarantined, mean_dq_score = EXCLUDED.mean_dq_score,
+                        wal_id = EXCLUDED.wal_id, loaded_at = now()
+                    """,
+                    (source, drop_id, table, mapping.name, mapping.version, mapping.hash, load.records_in,
+                     load.records_mapped, load.records_quarantined, load.mean_dq_score, wal_id),
+                )
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        return load
+
+    @staticmethod
+    def _settle_duplicates(cur, canonical, part, source, drop_id, wal_id) -> None:
+        """Keep the first record of each key; quarantine the later ones, naming the record they repeat."""
+        reason = "duplicate_policy_id" if canonical.name == "policies" else "duplicate_key"
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in canonical.key)
+        cur.execute(sql.SQL("""
+            WITH ranked AS (
+                SELECT source_record_no,
+                       row_number() OVER (PARTITION BY {keys} ORDER BY source_record_no) AS rn,
+                       first_value(source_record_no) OVER (PARTITION BY {keys} ORDER BY source_record_no) AS first_no
+                FROM canonical.{part}
+            ), gone AS (
+                DELETE FROM canonical.{part} p USING ranked r
+                WHERE p.source_record_no = r.source_record_no AND r.rn > 1
+                RETURNING p.source_record_no, p.policy_id, r.first_no
+            )
+            INSERT INTO canonical.quarantine (source, drop_id, table_name, source_record_no, policy_id, field, reason,
+                                              detail, wal_id)
+            SELECT %s, %s, %s, source_record_no, policy_id, {field}, %s,
+                   'same key as record ' || first_no || ' of this drop', %s
+            FROM gone
+            """).format(keys=keys, part=sql.Identifier(part), field=sql.Literal(canonical.key[-1])),
+            (source, drop_id, canonical.name, reason, wal_id))
+
+    @staticmethod
+    def _settle_orphans(cur, part, key, source, drop_id, table, wal_id) -> None:
+        """Rows whose policy is not among this drop's canonical policies go to quarantine as orphans."""
+        cur.execute(sql.SQL("""
+            WITH gone AS (
+                DELETE FROM canonical.{part} c
+                WHERE NOT EXISTS (SELECT 1 FROM canonical.policies p WHERE p.drop_key = %s AND p.policy_id = c.policy_id)
+                RETURNING c.source_record_no, c.policy_id
+            )
+            INSERT INTO canonical.quarantine (source, drop_id, table_name, source_record_no, policy_id, field, reason,
+                                              detail, wal_id)
+            SELECT %s, %s, %s, source_record_no, policy_id, 'policy_id', 'orphan',
+                   'no canonical policy with this id in the drop (missing, quarantined or unmapped)', %s
+            FROM gone
+            """).format(part=sql.Identifier(part)), (key, source, drop_id, table, wal_id))
+
+    def accounting(self, source: str, drop_id: str, table: str, staged_kind: str) -> dict[str, int]:
+        """Recount from the database: staged rows in, canonical rows, quarantined rows."""
+        part = partition_name(table, drop_key(source, drop_id))
+        with self.engine.connect() as conn:
+            recorded = conn.execute(text("SELECT records_in FROM canonical.loads WHERE source = :s AND drop_id = :d "
+                                         "AND table_name = :t"), {"s": source, "d": drop_id, "t": table}).scalar_one_or_none()
+            staged = conn.execute(text("SELECT records_parsed FROM intake.files WHERE source = :s AND drop_id = :d "
+                                       "AND kind = :k"), {"s": source, "d": drop_id, "k": staged_kind}).scalar_one_or_none()
+            mapped = conn.execute(text(f'SELECT count(*) FROM canonical."{part}"')).scalar_one() if recorded is not None else 0
+            quarantined = conn.execute(text("SELECT count(*) FROM canonical.quarantine WHERE source = :s AND drop_id = :d "
+                                            "AND table_name = :t"), {"s": source, "d": drop_id, "t": table}).scalar_one()
+        return {"staged": staged if staged is not None else -1, "recorded_in": recorded if recorded is not None else -1,
+                "mapped": mapped, "quarantined": quarantined}

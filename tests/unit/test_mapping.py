@@ -1,0 +1,130 @@
+"""The mapping language and engine, pure: parsing safety, each function, quarantine and DQ scoring."""
+
+from datetime import date
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from canonical.mapping import MappingError, map_block, parse_mapping
+
+POLICY_FIELDS = {
+    "policy_id": {"expr": "trim(col('ID'))", "confidence": 1.0},
+    "source_system": {"expr": "lit('test')", "confidence": 1.0},
+    "status": {"expr": "code(col('ST'), 'status')", "confidence": 0.9},
+    "line_of_business": {"expr": "code(col('LOB'), 'lob', 'life')", "confidence": 0.9},
+    "product_code": {"expr": "upper(col('LOB'))", "confidence": 1.0},
+    "carrier_code": {"expr": "concat(lit('C'), substr(trim(col('ID')), 0, 2))", "confidence": 1.0},
+    "effective_date": {"expr": "date(col('EFF'), '%Y%m%d')", "confidence": 1.0},
+    "expiration_date": {"expr": "date(col('EXP'), '%m/%d/%Y')", "confidence": 1.0},
+    "insured_name": {"expr": "coalesce(col('NAME'), lit('UNKNOWN'))", "confidence": 0.5},
+    "annual_premium": {"expr": "annualize(money(col('PREM')), code(col('MODE'), 'mode'))", "confidence": 1.0},
+    "modal_premium": {"expr": "money(col('PREM'))", "confidence": 1.0},
+    "face_amount": {"expr": "implied(col('FACE'), 2)", "confidence": 1.0},
+    "currency": {"expr": "when(eq(col('LOB'), 'X'), lit('EUR'), lit('USD'))", "confidence": 1.0},
+}
+CODES = {"status": {"IF": "in_force", "LA": "lapsed"}, "lob": {"WL": "life", "AN": "annuity"},
+         "mode": {"A": "annual", "M": "monthly"}}
+
+
+def mapping(fields=None, codes=None, columns=None):
+    raw = {"mapping": "t", "version": "1.0.0", "source": "test",
+           "tables": {"policies": {"from": "policies", "fields": fields or POLICY_FIELDS}},
+           "code_tables": codes or CODES}
+    return parse_mapping(raw, None, columns)
+
+
+def block(**overrides):
+    data = {
+        "record_no": [1, 2, 3, 4],
+        "ID": [" P1", "P2", "P3", "P4"],
+        "ST": ["IF", "LA", "ZZ", "IF"],
+        "LOB": ["WL", "AN", "WL", "QQ"],
+        "EFF": pa.array([20240131, 20230231, 0, 20200101], pa.int64()),
+        "EXP": ["01/31/2025", "00/00/0000", "02/29/2024", "13/01/2024"],
+        "NAME": ["A", None, "C", "D"],
+        "PREM": pa.array([Decimal("100.10"), Decimal("-5.00"), Decimal("1.00"), Decimal("2.00")], pa.decimal128(9, 2)),
+        "MODE": ["M", "A", "A", "A"],
+        "FACE": pa.array([12345, None, 1, 2], pa.int64()),
+    }
+    data.update(overrides)
+    return pa.table(data)
+
+
+def test_each_function_and_the_first_problem_per_record_quarantines_it():
+    out = map_block(mapping(), "policies", block())
+    q = {r["source_record_no"]: (r["field"], r["reason"]) for r in out.quarantine.to_pylist()}
+    # record 2: 2023-02-31 is not a date; record 3: unknown status code comes first in column order;
+    # record 4: month 13
+    assert q == {2: ("effective_date", "invalid_date"), 3: ("status", "unknown_code"), 4: ("expiration_date", "invalid_date")}
+    (row,) = out.table.to_pylist()
+    assert row["source_record_no"] == 1 and row["policy_id"] == "P1"
+    assert row["effective_date"] == date(2024, 1, 31) and row["expiration_date"] == date(2025, 1, 31)
+    assert row["annual_premium"] == Decimal("1201.20") and row["modal_premium"] == Decimal("100.10")
+    assert row["face_amount"] == Decimal("123.45") and row["currency"] == "USD" and row["carrier_code"] == "CP1"
+    assert row["dq_score"] == Decimal("100.00") and row["dq_findings"] == ""
+
+
+def test_code_default_zero_dates_and_scores():
+    fields = dict(POLICY_FIELDS, status={"expr": "code(col('ST'), 'status', 'pending')", "confidence": 1.0})
+    out = map_block(mapping(fields), "policies", block(EFF=pa.array([20240131, 20240101, 20240101, 0], pa.int64()),
+                                                       EXP=["01/31/2025", "00/00/0000", "01/01/2023", "01/01/2025"],
+                                                       LOB=["WL", "AN", "QQ", "WL"]))
+    by_record = {r["source_record_no"]: r for r in out.table.to_pylist()}
+    assert by_record[3]["status"] == "pending"  # unknown code with a default
+    assert by_record[3]["line_of_business"] == "life"  # unknown line of business with a default
+    # record 2: optional zero date -> null, scored down, plus negative premium
+    assert by_record[2]["expiration_date"] is None
+    assert set(by_record[2]["dq_findings"].split(",")) == {"zero_date:expiration_date", "negative_premium"}
+    assert by_record[2]["dq_score"] == Decimal("70.00")
+    assert by_record[3]["dq_findings"] == "expiration_before_effective"
+    # record 4: a zero date in a required column cannot be mapped
+    assert [(r["source_record_no"], r["reason"]) for r in out.quarantine.to_pylist()] == [(4, "zero_date")]
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("__import__('os').system('true')", "only calls of"),
+    ("open('x')", "unknown function open()"),
+    ("col('ID').upper()", "only calls of"),
+    ("col(name)", "col() takes a column name"),
+    ("code(col('ST'), 'nope')", "code table 'nope' is not defined"),
+    ("trim(col('ID'), 1)", "trim() takes 1 arguments"),
+    ("trim(col('MISSING'))", "source has no column 'MISSING'"),
+    ("trim(col('ID')", "does not parse"),
+    ("date(col('EFF'), fmt)", "date() takes a format"),
+])
+def test_bad_expressions_fail_validation_naming_the_field(expr, message):
+    fields = dict(POLICY_FIELDS, insured_name={"expr": expr, "confidence": 1.0})
+    with pytest.raises(MappingError, match="tables.policies.fields.insured_name") as error:
+        mapping(fields, columns={"policies": {"ID", "ST", "LOB", "EFF", "EXP", "NAME", "PREM", "MODE", "FACE"}})
+    assert message in str(error.value)
+
+
+def test_structural_errors_name_the_problem():
+    with pytest.raises(MappingError, match="no column 'nonsense'"):
+        mapping(dict(POLICY_FIELDS, nonsense={"expr": "lit('x')", "confidence": 1}))
+    without_key = {k: v for k, v in POLICY_FIELDS.items() if k != "policy_id"}
+    with pytest.raises(MappingError, match="key column 'policy_id' is not mapped"):
+        mapping(without_key)
+    with pytest.raises(MappingError, match="confidence"):
+        mapping(dict(POLICY_FIELDS, insured_name={"expr": "lit('x')", "confidence": 2}))
+    with pytest.raises(MappingError, match="not a canonical table"):
+        parse_mapping({"mapping": "t", "version": "1", "source": "s", "tables": {"widgets": {"from": "x", "fields": {}}}})
+
+
+def test_the_hash_changes_with_the_mapping_and_not_with_formatting():
+    a = mapping()
+    b = mapping(dict(POLICY_FIELDS))
+    c = mapping(dict(POLICY_FIELDS, insured_name={"expr": "lit('X')", "confidence": 0.5}))
+    assert a.hash == b.hash != c.hash
+
+
+def test_shipped_mappings_validate_against_their_sources():
+    from canonical.mapping import load_mapping, mapping_for_source
+    from legacy.sources import list_sources, output_columns
+
+    for source in list_sources():
+        columns = {spec.kind: {n for n, _ in output_columns(source, spec)} for spec in source.files}
+        loaded = load_mapping(mapping_for_source(source.name), columns)
+        assert {"policies", "coverages"} <= set(loaded.spec.tables)
+        assert 0.8 < loaded.confidence("policies") <= 1.0
