@@ -60,7 +60,11 @@ def _canonical_asset(source: SourceConfig, table: str, kind: str) -> dg.AssetsDe
         columns = output_columns(source, source.file(kind), where)
         mapping = load_mapping(mapping_for_source(source.name), {
             spec.kind: {n for n, _ in output_columns(source, spec, where)} for spec in source.files})
+        if mapping.spec.draft:
+            raise dg.Failure(f"{mapping.path} is a draft: review it (`data-mash validate-mapping`) and set "
+                             "`draft: false` before the pipeline uses it")
         store = CanonicalStore(database.engine())
+        model_hash = store.record_mapping(mapping)
         with wal.intent(
             context,
             namespace="canonical",
@@ -89,6 +93,8 @@ def _canonical_asset(source: SourceConfig, table: str, kind: str) -> dg.AssetsDe
             "quarantine_by_reason": dg.MetadataValue.json(load.quarantine_by_reason),
             "mean_dq_score": dg.MetadataValue.float(load.mean_dq_score or 0.0),
             "mapping": f"{mapping.name} {mapping.version}",
+            "model_version": mapping.spec.model_version,
+            "model_schema_hash": model_hash[:16],
             "mapping_hash": mapping.hash[:16],
             "mean_mapping_confidence": dg.MetadataValue.float(round(mapping.confidence(table), 3)),
             "wal_entry_id": intent.id,

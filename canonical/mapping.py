@@ -282,7 +282,22 @@ class _Eval:
                     self.problems.append(Problem(lossy, "invalid_amount", "more than 2 decimal places"))
                 x = rounded
             return pc.cast(x, MONEY)
-        raise MappingError(f"money() needs a number column, got {x.type}")
+        if pa.types.is_string(x.type) or pa.types.is_large_string(x.type):
+            return self._money_text(x)
+        raise MappingError(f"money() needs a number or text column, got {x.type}")
+
+    def _money_text(self, x):
+        """Formatted amounts: `$1,234.56`, `-12.00`, `(120.00)` (negative), blanks as null."""
+        text_ = pc.utf8_trim_whitespace(x)
+        negative = pc.fill_null(pc.match_substring_regex(text_, r"^\(.*\)$|^-"), False)
+        digits = pc.replace_substring_regex(text_, r"[\s$,()+\-]", "")
+        digits = pc.if_else(pc.equal(digits, ""), pa.scalar(None, pa.string()), digits)
+        well_formed = pc.fill_null(pc.match_substring_regex(digits, r"^\d{1,16}(\.\d{1,2})?$"), False)
+        bad = pc.and_(pc.is_valid(digits), pc.invert(well_formed))
+        if pc.any(bad).as_py():
+            self.problems.append(Problem(bad, "invalid_amount", "not an amount with at most 2 decimal places"))
+        value = pc.cast(pc.if_else(well_formed, digits, pa.scalar(None, pa.string())), MONEY)
+        return pc.if_else(negative, pc.negate(value), value)
 
     def f_implied(self, x, scale):
         from legacy.copybook import decimal_array
@@ -293,7 +308,7 @@ class _Eval:
 
     def f_code(self, x, table, default=None):
         x = pc.utf8_trim_whitespace(self._text(x))
-        codes = self.codes[table]
+        codes = {k: v for k, v in self.codes[table].items() if v != "TODO"}  # a draft's unreviewed codes map nothing
         keys = pa.array(list(codes), pa.string())
         values = pa.array(list(codes.values()), pa.string())
         index = pc.index_in(x, value_set=keys)
@@ -367,6 +382,7 @@ QUARANTINE_SCHEMA = pa.schema([("source_record_no", pa.int64()), ("field", pa.st
 def map_block(mapping: Mapping, table_name: str, source: pa.Table, tables: dict[str, Table] | None = None) -> MappedBlock:
     """Map one block of a source file to a canonical table, vectorized, one pass per field."""
     from canonical.quality import score
+    from canonical.schemas import validate_table
 
     canonical = (tables or V1_TABLES)[table_name]
     n = source.num_rows
@@ -408,6 +424,24 @@ def map_block(mapping: Mapping, table_name: str, source: pa.Table, tables: dict[
                 "policy_id": mapped.column("policy_id").take(pa.array(idx)).cast(pa.string()),
             }))
             bad |= mask
+    # the canonical schema (pandera) guards what is left; key uniqueness is settled across blocks in SQL
+    survivors = np.flatnonzero(~bad)
+    for failure in validate_table(table_name, mapped.take(pa.array(survivors))):
+        if failure.check.startswith("unique key"):
+            continue
+        if failure.whole_table:
+            raise MappingError(f"mapping {mapping.name} produced a table that breaks the canonical schema: {failure}")
+        idx = survivors[np.asarray(failure.all_rows, dtype=np.int64)]
+        idx = idx[~bad[idx]]
+        if len(idx):
+            rows.append(pa.table({
+                "source_record_no": record_no.take(pa.array(idx)),
+                "field": pa.repeat(pa.scalar(failure.column or ""), len(idx)),
+                "reason": pa.repeat(pa.scalar("schema_violation"), len(idx)),
+                "detail": pa.repeat(pa.scalar(f"{failure.column}: {failure.check}"), len(idx)),
+                "policy_id": mapped.column("policy_id").take(pa.array(idx)).cast(pa.string()),
+            }))
+            bad[idx] = True
     quarantine = pa.concat_tables(rows) if rows else QUARANTINE_SCHEMA.empty_table()
     good = pa.array(~bad)
     kept = mapped.filter(good)

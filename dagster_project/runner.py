@@ -57,6 +57,7 @@ class IngestOutcome:
     files: list[FileOutcome]
     failed_checks: list[str]
     error: str | None = None
+    canonical: list = field(default_factory=list)
 
 
 def default_drop_id(path: Path, digest: str) -> str:
@@ -83,27 +84,93 @@ def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resource
 
     inst = dagster_instance or instance()
     inst.add_dynamic_partitions(drops_partitions_name(source.name), [drop_id])
-    defs = build_definitions(resources=resources)
-    job = defs.resolve_job_def(ingest_job_name(source.name))
+    run = _execute(ingest_job_name(source.name), drop_id, resources, inst, console_log_level,
+                   {"data_mash/source": source.name, "data_mash/content_hash": digest, "data_mash/launched_by": "cli"})
+    return IngestOutcome(source.name, drop_id, run.run_id, run.success, file_outcomes(store, source.name, drop_id),
+                         run.failed_checks, run.error, canonical_outcomes(store.engine, source.name, drop_id))
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    success: bool
+    failed_checks: list[str]
+    error: str | None
+
+
+def _execute(job_name: str, partition_key: str, resources: dict | None, inst: dg.DagsterInstance,
+             console_log_level: str, tags: dict[str, str]) -> RunOutcome:
+    """Run one partition of a job in process on the instance; collect failed checks and root-cause errors."""
+    job = build_definitions(resources=resources).resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=inst,
-        partition_key=drop_id,
+        partition_key=partition_key,
         # the CLI prints its own summary; the full event log is in the UI
         run_config={"loggers": {"console": {"config": {"log_level": console_log_level}}}},
         raise_on_error=False,
-        tags={"data_mash/source": source.name, "data_mash/content_hash": digest, "data_mash/launched_by": "cli"},
+        tags=tags,
     )
-    failed_checks = [
-        f"{e.asset_key.to_user_string()}: {e.check_name}"
-        for e in result.get_asset_check_evaluations()
-        if not e.passed
-    ]
+    failed_checks = [f"{e.asset_key.to_user_string()}: {e.check_name}"
+                     for e in result.get_asset_check_evaluations() if not e.passed]
     error = None
     if not result.success:
         failures = [ev for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
         error = "; ".join(f"{ev.step_key}: {root_cause(ev.event_specific_data.error)}" for ev in failures) or "run failed"
-    return IngestOutcome(source.name, drop_id, result.run_id, result.success, file_outcomes(store, source.name, drop_id),
-                         failed_checks, error)
+    return RunOutcome(result.run_id, result.success, failed_checks, error)
+
+
+@dataclass
+class CanonicalTableOutcome:
+    table: str
+    records_in: int
+    records_mapped: int
+    records_quarantined: int
+    mean_dq_score: float | None
+    reasons: dict[str, int] = field(default_factory=dict)
+    scored_down: int = 0
+
+
+@dataclass
+class CanonicalOutcome:
+    source: str
+    drop_id: str
+    run_id: str
+    success: bool
+    tables: list[CanonicalTableOutcome]
+    error: str | None = None
+
+
+def canonical_outcomes(engine, source: str, drop_id: str) -> list[CanonicalTableOutcome]:
+    with engine.connect() as conn:
+        loads = conn.execute(text(
+            "SELECT table_name, records_in, records_mapped, records_quarantined, mean_dq_score FROM canonical.loads "
+            "WHERE source = :s AND drop_id = :d ORDER BY table_name"), {"s": source, "d": drop_id}).all()
+        reasons = conn.execute(text(
+            "SELECT table_name, reason, count(*) FROM canonical.quarantine WHERE source = :s AND drop_id = :d "
+            "GROUP BY 1, 2"), {"s": source, "d": drop_id}).all()
+        scored_down = {
+            table: conn.execute(text(f"SELECT count(*) FROM canonical.{table} WHERE drop_key = :k AND dq_score < 100"),
+                                {"k": f"{source}:{drop_id}"}).scalar_one()
+            for table, *_ in loads  # table names come from canonical.loads, i.e. the canonical model's own
+        }
+    by_table: dict[str, dict[str, int]] = {}
+    for table, reason, count in reasons:
+        by_table.setdefault(table, {})[reason] = count
+    return [CanonicalTableOutcome(t, i, m, q, float(dq) if dq is not None else None, by_table.get(t, {}),
+                                  scored_down[t]) for t, i, m, q, dq in loads]
+
+
+def remap(source_name: str, drop_id: str, *, resources: dict | None = None,
+          dagster_instance: dg.DagsterInstance | None = None) -> CanonicalOutcome:
+    """Map an already staged drop again through Dagster (`map_<source>_job`)."""
+    from dagster_project.jobs import map_job_name
+
+    resolved = resources or resources_for_environment(resolved=True)
+    inst = dagster_instance or instance()
+    run = _execute(map_job_name(source_name), drop_id, resources, inst, "WARNING",
+                   {"data_mash/source": source_name, "data_mash/launched_by": "cli"})
+    return CanonicalOutcome(source_name, drop_id, run.run_id, run.success,
+                            canonical_outcomes(resolved["database"].engine(), source_name, drop_id), run.error)
 
 
 def root_cause(error) -> str:

@@ -74,6 +74,22 @@ class CanonicalStore:
         finally:
             raw.close()
 
+    def record_mapping(self, mapping) -> str:
+        """Register the model version and store the mapping file in the registry; returns the model's schema hash."""
+        import json
+
+        from canonical.registry import ModelRegistry
+
+        registry = ModelRegistry(self.engine)
+        registry.register_all()
+        with self.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO canonical_registry.mappings (mapping_hash, mapping, version, source, model_version, content) "
+                "VALUES (:h, :m, :v, :s, :mv, CAST(:c AS jsonb)) ON CONFLICT (mapping_hash) DO NOTHING"),
+                {"h": mapping.hash, "m": mapping.name, "v": mapping.version, "s": mapping.spec.source,
+                 "mv": mapping.spec.model_version, "c": json.dumps(mapping.spec.model_dump(by_alias=True))})
+        return registry.schema_hash(mapping.spec.model_version)
+
     def load_table(self, *, source: str, drop_id: str, table: str, mapping, blocks: Iterable,
                    wal_id: int | None) -> CanonicalLoad:
         """Replace the drop's partition of `canonical.<table>` with the mapped blocks, then settle keys and orphans."""

@@ -227,6 +227,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(4, "canonical: Canonical Policy Model v1 tables, quarantine, loads", _canonical_v1_ddl()),
+    Migration(
+        5,
+        "canonical_registry: the mapping files used, by content hash",
+        (
+            """
+            CREATE TABLE canonical_registry.mappings (
+                mapping_hash  text        PRIMARY KEY,
+                mapping       text        NOT NULL,
+                version       text        NOT NULL,
+                source        text        NOT NULL,
+                model_version text        NOT NULL REFERENCES canonical_registry.model_versions (version),
+                content       jsonb       NOT NULL,
+                first_used_at timestamptz NOT NULL DEFAULT now(),
+                UNIQUE (mapping, version, mapping_hash)
+            )
+            """,
+        ),
+    ),
 )
 
 

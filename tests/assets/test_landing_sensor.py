@@ -34,6 +34,10 @@ def land(resources, source: str, drop_id: str, ready: bool = True):
     shutil.copytree(sample_book() / source, target)
     if ready:
         (target / READY_MARKER).write_text("")
+    else:  # still arriving: written just now (copytree keeps the originals' older times)
+        now = time.time()
+        for path in target.iterdir():
+            os.utime(path, (now, now))
     return target
 
 

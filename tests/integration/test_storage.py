@@ -48,8 +48,13 @@ def test_only_postgresql_urls_are_accepted():
     assert sqlalchemy_url("postgresql://u@h:5432/d").startswith("postgresql+psycopg://")
 
 
-def test_embedded_default_starts_once_and_is_reused(tmp_path):
-    home = tmp_path / "h"
+def test_embedded_default_starts_once_and_is_reused():
+    # not under pytest's tmp folder, whose mode pytest resets to 0700 (the server runs as its own user)
+    import shutil
+    import tempfile
+
+    parent = Path(tempfile.mkdtemp(prefix="dm-embedded-"))
+    home = parent / "h"
     first = DatabaseResource(home=str(home))
     url = first.resolved_url()
     assert (home / "pg" / "PG_VERSION").exists()
@@ -64,6 +69,10 @@ def test_embedded_default_starts_once_and_is_reused(tmp_path):
     second = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     assert second.stdout.strip() == url
     dispose_engine(url)
+    import pgserver
+
+    pgserver.get_server(home / "pg", cleanup_mode=None).cleanup()
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 def test_a_materialization_lands_in_dagster_postgres_storage(database_url, tmp_path):

@@ -128,3 +128,42 @@ def test_shipped_mappings_validate_against_their_sources():
         loaded = load_mapping(mapping_for_source(source.name), columns)
         assert {"policies", "coverages"} <= set(loaded.spec.tables)
         assert 0.8 < loaded.confidence("policies") <= 1.0
+
+
+def test_change_impact_counts_changed_fields_policies_and_quarantine_moves():
+    from canonical.impact import TableImpact, compare_block
+
+    old = mapping()
+    new_codes = {**CODES, "status": {"IF": "in_force", "LA": "lapsed", "ZZ": "pending"}}
+    new_fields = dict(POLICY_FIELDS, currency={"expr": "lit('CAD')", "confidence": 1.0})
+    new = mapping(new_fields, new_codes)
+    impact = TableImpact("policies")
+    compare_block(old, new, "policies", block(EFF=pa.array([20240131, 20230231, 20240101, 20200101], pa.int64())), impact)
+    assert impact.records == 4
+    # record 1 maps under both and its currency changes; record 3 (unknown status ZZ) is released by the new code
+    assert impact.changed_by_field == {"currency": 1} and impact.changed_policies == {"P1"}
+    assert impact.released == 1 and not impact.newly_quarantined
+    assert impact.examples == [{"policy_id": "P1", "field": "currency"}]
+
+
+def test_the_canonical_schema_quarantines_rows_it_refuses():
+    """A negative face amount maps, but the canonical model forbids it: the record is held back, not loaded."""
+    face = pa.array([-100, 5, 6, 7], pa.int64())
+    out = map_block(mapping(), "policies", block(FACE=face, EFF=pa.array([20240131] * 4, pa.int64()),
+                                                  EXP=["01/31/2025"] * 4, ST=["IF"] * 4, LOB=["WL"] * 4))
+    assert [(r["source_record_no"], r["field"], r["reason"]) for r in out.quarantine.to_pylist()] == \
+        [(1, "face_amount", "schema_violation")]
+    assert out.table.column("source_record_no").to_pylist() == [2, 3, 4]
+
+
+def test_money_parses_formatted_text_exactly_and_todo_codes_map_nothing():
+    fields = dict(POLICY_FIELDS, annual_premium={"expr": "money(col('AMT'))", "confidence": 1.0},
+                  status={"expr": "code(col('ST'), 'status')", "confidence": 1.0})
+    codes = {**CODES, "status": {"IF": "in_force", "LA": "lapsed", "ZZ": "TODO"}}
+    src = block(AMT=["$1,234.56", "(120.00)", "12.345", "-7"], ST=["IF", "LA", "IF", "ZZ"],
+                EFF=pa.array([20240131] * 4, pa.int64()), EXP=["01/31/2025"] * 4)
+    out = map_block(mapping(fields, codes), "policies", src)
+    amounts = dict(zip(out.table.column("source_record_no").to_pylist(), out.table.column("annual_premium").to_pylist()))
+    assert amounts == {1: Decimal("1234.56"), 2: Decimal("-120.00")}
+    q = {r["source_record_no"]: (r["field"], r["reason"]) for r in out.quarantine.to_pylist()}
+    assert q == {3: ("annual_premium", "invalid_amount"), 4: ("status", "unknown_code")}
