@@ -7,7 +7,7 @@ write through the WAL, describe the result. A blocking check proves mapped + qua
 
 import dagster as dg
 
-from canonical.mapping import load_mapping, map_block, mapping_for_source
+from canonical.mapping import load_mapping, lookup_specs, map_block, mapping_for_source
 from canonical.tables import V1_TABLES
 from dagster_project.partitions import drops_partitions
 from legacy.sources import SourceConfig, output_columns
@@ -74,7 +74,9 @@ def _canonical_asset(source: SourceConfig, table: str, kind: str) -> dg.AssetsDe
             payload={"source": source.name, "drop_id": drop_id, "table": table, "from": kind,
                      "mapping": mapping.name, "mapping_version": mapping.version, "mapping_hash": mapping.hash},
         ) as intent:
-            blocks = (map_block(mapping, table, block)
+            lookups = {spec: store.lookup_table(source.name, drop_id, spec, output_columns(source, source.file(spec[0]), where))
+                       for spec in lookup_specs(mapping, table)}
+            blocks = (map_block(mapping, table, block, lookups=lookups)
                       for block in store.read_staged(source.name, kind, drop_id, columns))
             load = store.load_table(source=source.name, drop_id=drop_id, table=table, mapping=mapping,
                                     blocks=blocks, wal_id=intent.id)

@@ -1,1 +1,1 @@
-"""Canonical Policy Model, model registry and mapping engine (no Dagster imports). Lands with issue 4."""
+"""Canonical Policy Model (tables, documents, schemas, registry) and the mapping engine. No Dagster imports."""

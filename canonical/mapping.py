@@ -101,10 +101,13 @@ FUNCTIONS = {
     "date": (2, 2), "money": (1, 1), "implied": (2, 2), "code": (2, 3), "annualize": (2, 2),
     "coalesce": (1, 10), "when": (3, 3), "eq": (2, 2), "ne": (2, 2), "in_": (2, 30), "is_null": (1, 1),
     "gt": (2, 2), "lt": (2, 2), "add": (2, 2), "sub": (2, 2), "mul": (2, 2), "int": (1, 1),
+    "lookup": (5, 5),
 }
+LOOKUP_AGGREGATES = ("sum", "count", "min", "max", "first")
 
 
-def _check(node: ast.AST, where: str, columns: set[str] | None, code_tables: set[str]) -> None:
+def _check(node: ast.AST, where: str, columns: set[str] | None, code_tables: set[str],
+           all_columns: dict[str, set[str]] | None = None) -> None:
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float)) and not isinstance(node.value, bool):
         return
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
@@ -130,10 +133,25 @@ def _check(node: ast.AST, where: str, columns: set[str] | None, code_tables: set
         table = node.args[1]
         if not (isinstance(table, ast.Constant) and isinstance(table.value, str)) or table.value not in code_tables:
             raise MappingError(f"{where}: code table {ast.unparse(table)} is not defined under code_tables")
+    if name == "lookup":
+        kind, key, value, agg = node.args[:4]
+        if not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in (kind, key, value, agg)):
+            raise MappingError(f"{where}: lookup(kind, key column, value column, aggregate, our key) takes four names "
+                               "in quotes and then an expression")
+        if agg.value not in LOOKUP_AGGREGATES:
+            raise MappingError(f"{where}: lookup aggregate {agg.value!r} is not one of {LOOKUP_AGGREGATES}")
+        if all_columns is not None:
+            if kind.value not in all_columns:
+                raise MappingError(f"{where}: lookup into file kind {kind.value!r}, which the source does not have")
+            for column in (key.value, value.value):
+                if column not in all_columns[kind.value]:
+                    raise MappingError(f"{where}: lookup: file kind {kind.value!r} has no column {column!r}")
+        _check(node.args[4], where, columns, code_tables, all_columns)
+        return
     if name == "date" and not (isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
         raise MappingError(f"{where}: date() takes a format in quotes, e.g. '%Y%m%d'")
     for arg in node.args:
-        _check(arg, where, columns, code_tables)
+        _check(arg, where, columns, code_tables, all_columns)
 
 
 def load_mapping(path: str | Path, source_columns: dict[str, set[str]] | None = None,
@@ -176,13 +194,23 @@ def parse_mapping(raw: Any, path: Path | None = None, source_columns: dict[str, 
                 tree = ast.parse(fmap.expr, mode="eval").body
             except SyntaxError as error:
                 raise MappingError(f"{where}: expression {fmap.expr!r} does not parse: {error.msg}") from error
-            _check(tree, where, cols, set(spec.code_tables))
+            _check(tree, where, cols, set(spec.code_tables), source_columns)
             compiled[table_name][column] = tree
         for key in canonical.key:
             if key not in table_map.fields:
                 raise MappingError(f"{where_file}: tables.{table_name}: key column {key!r} is not mapped")
     canonical_json = json.dumps(spec.model_dump(by_alias=True, exclude={"draft"}), sort_keys=True)
     return Mapping(spec, path, hashlib.sha256(canonical_json.encode()).hexdigest(), compiled)
+
+
+def lookup_specs(mapping: Mapping, table: str) -> set[tuple[str, str, str, str]]:
+    """The (kind, key column, value column, aggregate) lookups a table's expressions need."""
+    specs = set()
+    for node in mapping.compiled[table].values():
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "lookup":
+                specs.add(tuple(a.value for a in sub.args[:4]))
+    return specs
 
 
 def builtin_mappings_dir() -> Path:
@@ -208,7 +236,8 @@ class Problem:
 class _Eval:
     """Evaluates one field's expression over a block; collects per-row problems."""
 
-    def __init__(self, source: pa.Table, mapping: Mapping):
+    def __init__(self, source: pa.Table, mapping: Mapping, lookups: dict | None = None):
+        self.lookups = lookups or {}
         self.source = source
         self.n = source.num_rows
         self.codes = mapping.spec.code_tables
@@ -225,6 +254,9 @@ class _Eval:
             return self.source.column(node.args[0].value).combine_chunks()
         if name == "lit":
             return self._full(self(node.args[0]))
+        if name == "lookup":
+            spec = tuple(a.value for a in node.args[:4])
+            return self.f_lookup(spec, self(node.args[4]))
         args = [self(a) for a in node.args]
         return getattr(self, f"f_{name}")(*args)
 
@@ -326,6 +358,15 @@ class _Eval:
                           pc.index_in(freq, value_set=pa.array(list(PERIODS_PER_YEAR), pa.string())))
         return pc.cast(pc.multiply(self._full(amount), pc.cast(pc.cast(periods, pa.int8()), pa.decimal128(3, 0))), MONEY)
 
+    def f_lookup(self, spec, our_key):
+        """The aggregate of a satellite file's column for each record's key (0 for a count with no rows)."""
+        if spec not in self.lookups:
+            raise MappingError(f"lookup {spec} needs its satellite data; the caller did not provide it")
+        found = self.lookups[spec]
+        index = pc.index_in(pc.utf8_trim_whitespace(self._text(our_key)), value_set=found.column("key"))
+        values = pc.take(found.column("value"), index)
+        return pc.fill_null(values, 0) if spec[3] == "count" else values
+
     def f_coalesce(self, *values):
         return pc.coalesce(*[self._full(v) for v in values])
 
@@ -379,8 +420,12 @@ QUARANTINE_SCHEMA = pa.schema([("source_record_no", pa.int64()), ("field", pa.st
                                ("detail", pa.string()), ("policy_id", pa.string())])
 
 
-def map_block(mapping: Mapping, table_name: str, source: pa.Table, tables: dict[str, Table] | None = None) -> MappedBlock:
-    """Map one block of a source file to a canonical table, vectorized, one pass per field."""
+def map_block(mapping: Mapping, table_name: str, source: pa.Table, tables: dict[str, Table] | None = None,
+              lookups: dict | None = None) -> MappedBlock:
+    """Map one block of a source file to a canonical table, vectorized, one pass per field.
+
+    `lookups` holds, per `lookup_specs` entry, a table (key, value) of the satellite aggregate.
+    """
     from canonical.quality import score
     from canonical.schemas import validate_table
 
@@ -394,7 +439,7 @@ def map_block(mapping: Mapping, table_name: str, source: pa.Table, tables: dict[
         if node is None:
             columns[column.name] = pa.nulls(n, column.type)
             continue
-        ev = _Eval(source, mapping)
+        ev = _Eval(source, mapping, lookups)
         try:
             value = ev._full(ev(node))
             value = value if value.type == column.type else pc.cast(value, column.type)

@@ -90,6 +90,41 @@ class CanonicalStore:
                  "mv": mapping.spec.model_version, "c": json.dumps(mapping.spec.model_dump(by_alias=True))})
         return registry.schema_hash(mapping.spec.model_version)
 
+    def lookup_table(self, source: str, drop_id: str, spec: tuple[str, str, str, str],
+                     columns: list[tuple[str, pa.DataType]]) -> pa.Table:
+        """A satellite aggregate for `lookup()`: (key, value) per key, computed in SQL on the drop's staged rows."""
+        kind, key_col, value_col, agg = spec
+        dtype = dict(columns)[value_col]
+        if agg == "count":
+            out_type, expr = pa.int64(), sql.SQL("count({})")
+        elif pa.types.is_decimal(dtype):
+            out_type = pa.decimal128(38, dtype.scale)
+            expr = sql.SQL("sum({})") if agg == "sum" else None
+        else:
+            out_type, expr = dtype, None
+        if expr is None:
+            expr = {"sum": sql.SQL("sum({})"), "min": sql.SQL("min({})"), "max": sql.SQL("max({})"),
+                    "first": sql.SQL("(array_agg({} ORDER BY record_no))[1]")}[agg]
+        part = partition_name(staging_table_name(source, kind), drop_id)
+        query = sql.SQL("COPY (SELECT trim({key}::text), {agg} FROM staging.{part} WHERE {key} IS NOT NULL GROUP BY 1) "
+                        "TO STDOUT (FORMAT csv)").format(
+            key=sql.Identifier(sql_name(key_col)), agg=expr.format(sql.Identifier(sql_name(value_col))),
+            part=sql.Identifier(part))
+        buffer = io.BytesIO()
+        raw = self.engine.raw_connection()
+        try:
+            with raw.driver_connection.cursor() as cur, cur.copy(query) as copy:
+                for chunk in copy:
+                    buffer.write(chunk)
+        finally:
+            raw.close()
+        if not buffer.tell():
+            return pa.table({"key": pa.array([], pa.string()), "value": pa.array([], out_type)})
+        buffer.seek(0)
+        return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=["key", "value"]),
+                              convert_options=pacsv.ConvertOptions(column_types={"key": pa.string(), "value": out_type},
+                                                                   quoted_strings_can_be_null=False))
+
     def load_table(self, *, source: str, drop_id: str, table: str, mapping, blocks: Iterable,
                    wal_id: int | None) -> CanonicalLoad:
         """Replace the drop's partition of `canonical.<table>` with the mapped blocks, then settle keys and orphans."""

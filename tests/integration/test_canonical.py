@@ -113,3 +113,22 @@ def test_remapping_a_drop_replaces_it(resources, engine, instance):
         intents = conn.execute(text("SELECT attempts FROM wal.intents WHERE namespace = 'canonical' "
                                     "AND target = 'canonical.policies'")).scalars().all()
     assert intents == [2]  # the same mapping of the same drop reuses its WAL intent
+
+
+def test_lookup_tables_aggregate_a_staged_satellite_exactly(resources, engine, instance):
+    from legacy.sources import load_source, output_columns
+    from resources.canonical_store import CanonicalStore
+
+    book = sample_book()
+    assert ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, dagster_instance=instance).success
+    source = load_source("pc_csv")
+    columns = output_columns(source, source.file("coverages"))
+    store = CanonicalStore(engine)
+    sums = store.lookup_table("pc_csv", "day-1", ("coverages", "PolicyNo", "CovPrem", "sum"), columns)
+    counts = store.lookup_table("pc_csv", "day-1", ("coverages", "PolicyNo", "CovPrem", "count"), columns)
+    part = partition_name(staging_table_name("pc_csv", "coverages"), "day-1")
+    with engine.connect() as conn:
+        expected = dict(conn.execute(text(f'SELECT trim(policy_no), sum(cov_prem) FROM staging."{part}" '
+                                          "WHERE policy_no IS NOT NULL GROUP BY 1")).all())
+    assert dict(zip(sums.column("key").to_pylist(), sums.column("value").to_pylist())) == expected
+    assert sum(counts.column("value").to_pylist()) > len(expected)

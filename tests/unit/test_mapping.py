@@ -167,3 +167,26 @@ def test_money_parses_formatted_text_exactly_and_todo_codes_map_nothing():
     assert amounts == {1: Decimal("1234.56"), 2: Decimal("-120.00")}
     q = {r["source_record_no"]: (r["field"], r["reason"]) for r in out.quarantine.to_pylist()}
     assert q == {3: ("annual_premium", "invalid_amount"), 4: ("status", "unknown_code")}
+
+
+def test_lookup_into_a_satellite_aggregate():
+    fields = dict(POLICY_FIELDS, face_amount={"expr": "lookup('coverages', 'PID', 'FACE', 'sum', col('ID'))", "confidence": 0.9},
+                  insured_name={"expr": "concat(lit('covers: '), lookup('coverages', 'PID', 'FACE', 'count', col('ID')))",
+                                "confidence": 0.5})
+    columns = {"policies": {"ID", "ST", "LOB", "EFF", "EXP", "NAME", "PREM", "MODE", "FACE"}, "coverages": {"PID", "FACE"}}
+    m = mapping(fields, columns=columns)
+    from canonical.mapping import lookup_specs
+
+    assert lookup_specs(m, "policies") == {("coverages", "PID", "FACE", "sum"), ("coverages", "PID", "FACE", "count")}
+    lookups = {("coverages", "PID", "FACE", "sum"): pa.table({"key": ["P1"], "value": pa.array([Decimal("250.50")], pa.decimal128(38, 2))}),
+               ("coverages", "PID", "FACE", "count"): pa.table({"key": ["P1"], "value": pa.array([2], pa.int64())})}
+    src = block(ST=["IF"] * 4, LOB=["WL"] * 4, EFF=pa.array([20240131] * 4, pa.int64()), EXP=["01/31/2025"] * 4)
+    out = map_block(m, "policies", src, lookups=lookups)
+    rows = {r["policy_id"]: r for r in out.table.to_pylist()}
+    assert rows["P1"]["face_amount"] == Decimal("250.50") and rows["P1"]["insured_name"] == "covers: 2"
+    assert rows["P2"]["face_amount"] is None and rows["P2"]["insured_name"] == "covers: 0"
+    with pytest.raises(MappingError, match="has no column 'NOPE'"):
+        mapping(dict(fields, face_amount={"expr": "lookup('coverages', 'PID', 'NOPE', 'sum', col('ID'))", "confidence": 1}),
+                columns=columns)
+    with pytest.raises(MappingError, match="aggregate 'avg'"):
+        mapping(dict(fields, face_amount={"expr": "lookup('coverages', 'PID', 'FACE', 'avg', col('ID'))", "confidence": 1}))
