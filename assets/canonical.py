@@ -28,7 +28,7 @@ def build_canonical_assets(source: SourceConfig) -> "tuple[list[dg.AssetsDefinit
     assets, checks = [], []
     for table, table_map in mapping.spec.tables.items():
         assets.append(_canonical_asset(source, table, table_map.from_))
-        checks.append(_accounted_check(source, table, table_map.from_))
+        checks.append(_accounted_check(source, table, table_map.from_, table_map.present_columns()))
     return assets, checks
 
 
@@ -124,16 +124,17 @@ def _premium_summary(store: CanonicalStore, source: str, drop_id: str) -> str:
     return "\n".join(lines)
 
 
-def _accounted_check(source: SourceConfig, table: str, kind: str) -> dg.AssetChecksDefinition:
+def _accounted_check(source: SourceConfig, table: str, kind: str, present: list[str]) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=canonical_asset_key(source.name, table),
         name=f"canonical_{source.name}_{table}_accounted",
         blocking=True,
-        description="Every staged record is mapped or quarantined at mapping: mapped + quarantined = parsed.",
+        description=("Every staged record is mapped or quarantined at mapping: mapped + quarantined = parsed"
+                     + (f" (here: one row per present {', '.join(present)})." if present else ".")),
     )
     def _check(context: dg.AssetCheckExecutionContext, database: DatabaseResource) -> dg.AssetCheckResult:
         drop_id = context.run.tags.get("dagster/partition")
-        counts = CanonicalStore(database.engine()).accounting(source.name, drop_id, table, kind)
+        counts = CanonicalStore(database.engine()).accounting(source.name, drop_id, table, kind, present or None)
         passed = counts["staged"] == counts["recorded_in"] == counts["mapped"] + counts["quarantined"]
         return dg.AssetCheckResult(
             passed=passed,

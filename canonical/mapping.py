@@ -48,9 +48,18 @@ class FieldMapping(BaseModel):
 
 
 class TableMapping(BaseModel):
+    """How one canonical table is filled. `occurs: N` makes one canonical row per occurrence n = 1..N of a
+    repeating group (`{n}` in expressions is the occurrence); `present` names the column, with `{n}`,
+    whose non-blank value says that an occurrence exists."""
+
     model_config = ConfigDict(extra="forbid")
     from_: str = Field(alias="from")
+    occurs: int = Field(default=1, ge=1, le=99)
+    present: str | None = None
     fields: dict[str, FieldMapping]
+
+    def present_columns(self) -> list[str]:
+        return [self.present.replace("{n}", str(n)) for n in range(1, self.occurs + 1)] if self.present else []
 
 
 class MappingFile(BaseModel):
@@ -81,6 +90,8 @@ class Mapping:
     path: Path | None
     hash: str
     compiled: dict[str, dict[str, ast.expr]] = field(default_factory=dict)
+    # per table with `occurs`, the compiled fields of each occurrence (compiled[table] is the first)
+    occurrences: dict[str, list[dict[str, ast.expr]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -176,6 +187,7 @@ def parse_mapping(raw: Any, path: Path | None = None, source_columns: dict[str, 
         loc = ".".join(str(p) for p in first["loc"])
         raise MappingError(f"{where_file}: {loc}: {first['msg']}") from error
     compiled: dict[str, dict[str, ast.expr]] = {}
+    occurrences: dict[str, list[dict[str, ast.expr]]] = {}
     for table_name, table_map in spec.tables.items():
         if table_name not in tables:
             raise MappingError(f"{where_file}: tables.{table_name}: not a canonical table ({sorted(tables)})")
@@ -185,22 +197,36 @@ def parse_mapping(raw: Any, path: Path | None = None, source_columns: dict[str, 
             cols = cols | {"record_no"}  # every source block carries its record numbers
         if source_columns is not None and cols is None:
             raise MappingError(f"{where_file}: tables.{table_name}.from: source has no file kind {table_map.from_!r}")
-        compiled[table_name] = {}
-        for column, fmap in table_map.fields.items():
-            where = f"{where_file}: tables.{table_name}.fields.{column}"
-            if column not in canonical.names:
-                raise MappingError(f"{where}: canonical table {table_name} has no column {column!r}")
-            try:
-                tree = ast.parse(fmap.expr, mode="eval").body
-            except SyntaxError as error:
-                raise MappingError(f"{where}: expression {fmap.expr!r} does not parse: {error.msg}") from error
-            _check(tree, where, cols, set(spec.code_tables), source_columns)
-            compiled[table_name][column] = tree
+        if (table_map.occurs > 1) != bool(table_map.present) or (table_map.present and "{n}" not in table_map.present):
+            raise MappingError(f"{where_file}: tables.{table_name}: `occurs` above 1 needs `present`, a column name "
+                               "with {n} (e.g. BEN_NAME_{n}), and `present` needs `occurs`")
+        variants = []
+        for n in range(1, table_map.occurs + 1):
+            variant = {}
+            for column, fmap in table_map.fields.items():
+                where = f"{where_file}: tables.{table_name}.fields.{column}"
+                if column not in canonical.names:
+                    raise MappingError(f"{where}: canonical table {table_name} has no column {column!r}")
+                expr = fmap.expr.replace("{n}", str(n)) if table_map.occurs > 1 else fmap.expr
+                try:
+                    tree = ast.parse(expr, mode="eval").body
+                except SyntaxError as error:
+                    raise MappingError(f"{where}: expression {fmap.expr!r} does not parse: {error.msg}") from error
+                _check(tree, where, cols, set(spec.code_tables), source_columns)
+                variant[column] = tree
+            variants.append(variant)
+        if cols is not None:
+            missing = [c for c in table_map.present_columns() if c not in cols]
+            if missing:
+                raise MappingError(f"{where_file}: tables.{table_name}.present: source has no column {missing[0]!r}")
+        compiled[table_name] = variants[0]
+        if table_map.occurs > 1:
+            occurrences[table_name] = variants
         for key in canonical.key:
             if key not in table_map.fields:
                 raise MappingError(f"{where_file}: tables.{table_name}: key column {key!r} is not mapped")
     canonical_json = json.dumps(spec.model_dump(by_alias=True, exclude={"draft"}), sort_keys=True)
-    return Mapping(spec, path, hashlib.sha256(canonical_json.encode()).hexdigest(), compiled)
+    return Mapping(spec, path, hashlib.sha256(canonical_json.encode()).hexdigest(), compiled, occurrences)
 
 
 def lookup_specs(mapping: Mapping, table: str) -> set[tuple[str, str, str, str]]:
@@ -424,8 +450,24 @@ def map_block(mapping: Mapping, table_name: str, source: pa.Table, tables: dict[
               lookups: dict | None = None) -> MappedBlock:
     """Map one block of a source file to a canonical table, vectorized, one pass per field.
 
-    `lookups` holds, per `lookup_specs` entry, a table (key, value) of the satellite aggregate.
+    `lookups` holds, per `lookup_specs` entry, a table (key, value) of the satellite aggregate. A table
+    mapped with `occurs` gives one row per present occurrence, numbered in the `occurrence` column.
     """
+    variants = mapping.occurrences.get(table_name)
+    if not variants:
+        return _map_occurrence(mapping, table_name, source, mapping.compiled[table_name], 1, tables, lookups)
+    present = mapping.spec.tables[table_name].present_columns()
+    parts = []
+    for n, (compiled, column) in enumerate(zip(variants, present), start=1):
+        values = source.column(column)
+        text_ = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+        there = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(text_), ""), False)
+        parts.append(_map_occurrence(mapping, table_name, source.filter(there), compiled, n, tables, lookups))
+    return MappedBlock(pa.concat_tables([p.table for p in parts]), pa.concat_tables([p.quarantine for p in parts]))
+
+
+def _map_occurrence(mapping: Mapping, table_name: str, source: pa.Table, compiled: dict[str, ast.expr], occurrence: int,
+                    tables: dict[str, Table] | None, lookups: dict | None) -> MappedBlock:
     from canonical.quality import score
     from canonical.schemas import validate_table
 
@@ -435,7 +477,7 @@ def map_block(mapping: Mapping, table_name: str, source: pa.Table, tables: dict[
     first_problem: list[tuple[str, Problem]] = []
     zero_dates: dict[str, pa.Array] = {}
     for column in canonical.columns:
-        node = mapping.compiled[table_name].get(column.name)
+        node = compiled.get(column.name)
         if node is None:
             columns[column.name] = pa.nulls(n, column.type)
             continue
@@ -493,5 +535,9 @@ def map_block(mapping: Mapping, table_name: str, source: pa.Table, tables: dict[
     zero_kept = {name: mask.filter(good) for name, mask in zero_dates.items()}
     dq, findings = score(table_name, kept, zero_kept, tables)
     kept = kept.add_column(0, "source_record_no", record_no.filter(good))
+    kept = kept.add_column(1, "occurrence", pa.repeat(pa.scalar(occurrence, pa.int16()), kept.num_rows))
     kept = kept.append_column("dq_score", dq).append_column("dq_findings", findings)
+    if occurrence > 1 or mapping.occurrences.get(table_name):
+        quarantine = quarantine.set_column(3, "detail", pc.binary_join_element_wise(
+            pa.repeat(pa.scalar(f"occurrence {occurrence}: "), quarantine.num_rows), quarantine.column("detail"), ""))
     return MappedBlock(kept, quarantine.cast(QUARANTINE_SCHEMA))

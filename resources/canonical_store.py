@@ -139,7 +139,7 @@ class CanonicalStore:
                 cur.execute("DELETE FROM canonical.quarantine WHERE source = %s AND drop_id = %s AND table_name = %s",
                             (source, drop_id, table))
                 for block in blocks:
-                    rows = block.table.select(["source_record_no", *canonical.names, "dq_score", "dq_findings"])
+                    rows = block.table.select(["source_record_no", "occurrence", *canonical.names, "dq_score", "dq_findings"])
                     n = rows.num_rows
                     rows = rows.add_column(0, "mapping_version", pa.repeat(pa.scalar(mapping.version), n))
                     rows = rows.add_column(0, "wal_id", pa.array([wal_id] * n, pa.int64()))
@@ -193,13 +193,14 @@ class CanonicalStore:
         keys = sql.SQL(", ").join(sql.Identifier(k) for k in canonical.key)
         cur.execute(sql.SQL("""
             WITH ranked AS (
-                SELECT source_record_no,
-                       row_number() OVER (PARTITION BY {keys} ORDER BY source_record_no) AS rn,
-                       first_value(source_record_no) OVER (PARTITION BY {keys} ORDER BY source_record_no) AS first_no
+                SELECT source_record_no, occurrence,
+                       row_number() OVER (PARTITION BY {keys} ORDER BY source_record_no, occurrence) AS rn,
+                       first_value(source_record_no) OVER (PARTITION BY {keys} ORDER BY source_record_no, occurrence)
+                           AS first_no
                 FROM canonical.{part}
             ), gone AS (
                 DELETE FROM canonical.{part} p USING ranked r
-                WHERE p.source_record_no = r.source_record_no AND r.rn > 1
+                WHERE p.source_record_no = r.source_record_no AND p.occurrence = r.occurrence AND r.rn > 1
                 RETURNING p.source_record_no, p.policy_id, r.first_no
             )
             INSERT INTO canonical.quarantine (source, drop_id, table_name, source_record_no, policy_id, field, reason,
@@ -226,9 +227,15 @@ class CanonicalStore:
             FROM gone
             """).format(part=sql.Identifier(part)), (key, source, drop_id, table, wal_id))
 
-    def accounting(self, source: str, drop_id: str, table: str, staged_kind: str) -> dict[str, int]:
-        """Recount from the database: staged rows in, canonical rows, quarantined rows."""
+    def accounting(self, source: str, drop_id: str, table: str, staged_kind: str,
+                   present_columns: list[str] | None = None) -> dict[str, int]:
+        """Recount from the database: rows in (staged records, or present occurrences), canonical, quarantined."""
         part = partition_name(table, drop_key(source, drop_id))
+        if present_columns:
+            staged_part = partition_name(staging_table_name(source, staged_kind), drop_id)
+            present = " + ".join(f"(nullif(trim({sql_name(c)}::text), '') IS NOT NULL)::int" for c in present_columns)
+            with self.engine.connect() as conn:
+                occurrences = conn.execute(text(f'SELECT coalesce(sum({present}), 0) FROM staging."{staged_part}"')).scalar_one()
         with self.engine.connect() as conn:
             recorded = conn.execute(text("SELECT records_in FROM canonical.loads WHERE source = :s AND drop_id = :d "
                                          "AND table_name = :t"), {"s": source, "d": drop_id, "t": table}).scalar_one_or_none()
@@ -237,5 +244,7 @@ class CanonicalStore:
             mapped = conn.execute(text(f'SELECT count(*) FROM canonical."{part}"')).scalar_one() if recorded is not None else 0
             quarantined = conn.execute(text("SELECT count(*) FROM canonical.quarantine WHERE source = :s AND drop_id = :d "
                                             "AND table_name = :t"), {"s": source, "d": drop_id, "t": table}).scalar_one()
+        if present_columns:
+            staged = occurrences
         return {"staged": staged if staged is not None else -1, "recorded_in": recorded if recorded is not None else -1,
                 "mapped": mapped, "quarantined": quarantined}

@@ -245,6 +245,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        6,
+        "canonical: an occurrence number in every canonical key (one source record may give several rows)",
+        tuple(
+            statement
+            for table in ("policies", "coverages", "parties", "payments", "endorsements", "correspondence", "claim_links")
+            for statement in (
+                f"ALTER TABLE canonical.{table} ADD COLUMN occurrence smallint NOT NULL DEFAULT 1",
+                f"ALTER TABLE canonical.{table} DROP CONSTRAINT {table}_pkey",
+                f"ALTER TABLE canonical.{table} ADD PRIMARY KEY (drop_key, source_record_no, occurrence)",
+            )
+        ),
+    ),
 )
 
 

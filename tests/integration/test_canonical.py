@@ -132,3 +132,21 @@ def test_lookup_tables_aggregate_a_staged_satellite_exactly(resources, engine, i
                                           "WHERE policy_no IS NOT NULL GROUP BY 1")).all())
     assert dict(zip(sums.column("key").to_pylist(), sums.column("value").to_pylist())) == expected
     assert sum(counts.column("value").to_pylist()) > len(expected)
+
+
+def test_beneficiaries_become_parties_and_every_occurrence_is_accounted_for(resources, engine, instance):
+    book = sample_book()
+    outcome = ingest(book / "mainframe_life", "mainframe_life", "day-1", resources=resources, dagster_instance=instance)
+    assert outcome.success and outcome.failed_checks == []
+    staged = partition_name(staging_table_name("mainframe_life", "policies"), "day-1")
+    with engine.connect() as conn:
+        present = conn.execute(text(
+            f"SELECT sum((nullif(trim(ben_name_1), '') IS NOT NULL)::int + (nullif(trim(ben_name_2), '') IS NOT NULL)::int) "
+            f'FROM staging."{staged}"')).scalar_one()
+        parties = conn.execute(text("SELECT count(*), count(DISTINCT policy_id), min(party_seq), max(party_seq) "
+                                    "FROM canonical.parties WHERE drop_key = 'mainframe_life:day-1'")).one()
+        held = conn.execute(text("SELECT count(*) FROM canonical.quarantine WHERE table_name = 'parties'")).scalar_one()
+        relationships = set(conn.execute(text("SELECT DISTINCT relationship FROM canonical.parties")).scalars())
+    assert parties[0] + held == present and parties[0] > parties[1] > 0
+    assert (parties[2], parties[3]) == (1, 2)
+    assert relationships <= {"spouse", "child", "parent", "trust", "estate", "sibling"}

@@ -190,3 +190,26 @@ def test_lookup_into_a_satellite_aggregate():
                 columns=columns)
     with pytest.raises(MappingError, match="aggregate 'avg'"):
         mapping(dict(fields, face_amount={"expr": "lookup('coverages', 'PID', 'FACE', 'avg', col('ID'))", "confidence": 1}))
+
+
+def test_a_repeating_group_gives_one_row_per_present_occurrence():
+    raw = {"mapping": "t", "version": "1.0.0", "source": "test", "code_tables": {"rel": {"SP": "spouse", "CH": "child"}},
+           "tables": {"parties": {"from": "policies", "occurs": 2, "present": "BEN_{n}", "fields": {
+               "policy_id": {"expr": "col('ID')", "confidence": 1},
+               "role": {"expr": "lit('beneficiary')", "confidence": 1},
+               "party_seq": {"expr": "lit({n})", "confidence": 1},
+               "name": {"expr": "trim(col('BEN_{n}'))", "confidence": 1},
+               "relationship": {"expr": "code(col('REL_{n}'), 'rel')", "confidence": 1}}}}}
+    m = parse_mapping(raw, None, {"policies": {"ID", "BEN_1", "BEN_2", "REL_1", "REL_2"}})
+    src = pa.table({"record_no": [1, 2, 3], "ID": ["P1", "P2", "P3"], "BEN_1": ["Ann", "Bob", "  "],
+                    "BEN_2": [None, "Cy", ""], "REL_1": ["SP", "CH", ""], "REL_2": ["", "XX", ""]})
+    out = map_block(m, "parties", src)
+    rows = [(r["source_record_no"], r["occurrence"], r["party_seq"], r["name"], r["relationship"]) for r in out.table.to_pylist()]
+    assert rows == [(1, 1, 1, "Ann", "spouse"), (2, 1, 1, "Bob", "child")]
+    assert [(r["source_record_no"], r["reason"], r["detail"].split(":")[0]) for r in out.quarantine.to_pylist()] == \
+        [(2, "unknown_code", "occurrence 2")]
+    with pytest.raises(MappingError, match="needs `present`"):
+        parse_mapping({**raw, "tables": {"parties": {**raw["tables"]["parties"], "present": None}}})
+    with pytest.raises(MappingError, match="no column 'BEN_3'"):
+        parse_mapping({**raw, "tables": {"parties": {**raw["tables"]["parties"], "occurs": 3}}}, None,
+                      {"policies": {"ID", "BEN_1", "BEN_2", "REL_1", "REL_2"}})
