@@ -19,6 +19,7 @@ from psycopg import sql
 from sqlalchemy import Engine, text
 
 from canonical.tables import V1_TABLES
+from resources.database import psycopg_cursor
 from resources.intake_store import copy_arrow, partition_name, replace_partition, sql_name, staging_table_name
 
 
@@ -51,28 +52,25 @@ class CanonicalStore:
         options = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False)
         read = pacsv.ReadOptions(column_names=["record_no", *[n for n, _ in columns]])
         last = 0
-        raw = self.engine.raw_connection()
-        try:
-            with raw.driver_connection.cursor() as cur:
-                while True:
-                    query = sql.SQL("COPY (SELECT record_no, {} FROM staging.{} WHERE record_no > {} ORDER BY record_no "
-                                    "LIMIT {}) TO STDOUT (FORMAT csv)").format(
-                        sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(part),
-                        sql.Literal(last), sql.Literal(block))
-                    buffer = io.BytesIO()
-                    with cur.copy(query) as copy:
-                        for chunk in copy:
-                            buffer.write(chunk)
-                    if not buffer.tell():
-                        return
-                    buffer.seek(0)
-                    table = pacsv.read_csv(buffer, read_options=read, convert_options=options)
-                    yield table
-                    last = table.column("record_no")[-1].as_py()
-                    if table.num_rows < block:
-                        return
-        finally:
-            raw.close()
+        with psycopg_cursor(self.engine) as cur:
+            # one read transaction: a consistent view of the drop
+            while True:
+                query = sql.SQL("COPY (SELECT record_no, {} FROM staging.{} WHERE record_no > {} ORDER BY record_no "
+                                "LIMIT {}) TO STDOUT (FORMAT csv)").format(
+                    sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(part),
+                    sql.Literal(last), sql.Literal(block))
+                buffer = io.BytesIO()
+                with cur.copy(query) as copy:
+                    for chunk in copy:
+                        buffer.write(chunk)
+                if not buffer.tell():
+                    return
+                buffer.seek(0)
+                table = pacsv.read_csv(buffer, read_options=read, convert_options=options)
+                yield table
+                last = table.column("record_no")[-1].as_py()
+                if table.num_rows < block:
+                    return
 
     def record_mapping(self, mapping) -> str:
         """Register the model version and store the mapping file in the registry; returns the model's schema hash."""
@@ -111,13 +109,9 @@ class CanonicalStore:
             key=sql.Identifier(sql_name(key_col)), agg=expr.format(sql.Identifier(sql_name(value_col))),
             part=sql.Identifier(part))
         buffer = io.BytesIO()
-        raw = self.engine.raw_connection()
-        try:
-            with raw.driver_connection.cursor() as cur, cur.copy(query) as copy:
-                for chunk in copy:
-                    buffer.write(chunk)
-        finally:
-            raw.close()
+        with psycopg_cursor(self.engine) as cur, cur.copy(query) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
         if not buffer.tell():
             return pa.table({"key": pa.array([], pa.string()), "value": pa.array([], out_type)})
         buffer.seek(0)
@@ -132,58 +126,51 @@ class CanonicalStore:
         key = drop_key(source, drop_id)
         part = partition_name(table, key)
         load = CanonicalLoad(source, drop_id, table)
-        raw = self.engine.raw_connection()
-        try:
-            with raw.driver_connection.cursor() as cur:
-                replace_partition(cur, "canonical", table, part, key)
-                cur.execute("DELETE FROM canonical.quarantine WHERE source = %s AND drop_id = %s AND table_name = %s",
-                            (source, drop_id, table))
-                for block in blocks:
-                    rows = block.table.select(["source_record_no", "occurrence", *canonical.names, "dq_score", "dq_findings"])
-                    n = rows.num_rows
-                    rows = rows.add_column(0, "mapping_version", pa.repeat(pa.scalar(mapping.version), n))
-                    rows = rows.add_column(0, "wal_id", pa.array([wal_id] * n, pa.int64()))
-                    rows = rows.add_column(0, "drop_key", pa.repeat(pa.scalar(key), n))
-                    copy_arrow(cur, "canonical", part, rows)
-                    bad = block.quarantine
-                    if bad.num_rows:
-                        q = bad.select(["source_record_no", "policy_id", "field", "reason", "detail"])
-                        m = q.num_rows
-                        for name, value in (("table_name", table), ("drop_id", drop_id), ("source", source)):
-                            q = q.add_column(0, name, pa.repeat(pa.scalar(value), m))
-                        q = q.append_column("wal_id", pa.array([wal_id] * m, pa.int64()))
-                        copy_arrow(cur, "canonical", "quarantine", q)
-                    load.records_in += n + bad.num_rows
-                self._settle_duplicates(cur, canonical, part, source, drop_id, wal_id)
-                if table != "policies":
-                    self._settle_orphans(cur, part, key, source, drop_id, table, wal_id)
-                cur.execute(sql.SQL("SELECT count(*), avg(dq_score) FROM canonical.{}").format(sql.Identifier(part)))
-                load.records_mapped, mean = cur.fetchone()
-                load.mean_dq_score = float(mean) if mean is not None else None
-                cur.execute("SELECT reason, count(*) FROM canonical.quarantine WHERE source = %s AND drop_id = %s "
-                            "AND table_name = %s GROUP BY reason ORDER BY reason", (source, drop_id, table))
-                load.quarantine_by_reason = dict(cur.fetchall())
-                load.records_quarantined = sum(load.quarantine_by_reason.values())
-                cur.execute(
-                    """
-                    INSERT INTO canonical.loads (source, drop_id, table_name, mapping, mapping_version, mapping_hash,
-                        records_in, records_mapped, records_quarantined, mean_dq_score, wal_id)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                    ON CONFLICT (source, drop_id, table_name) DO UPDATE SET mapping = EXCLUDED.mapping,
-                        mapping_version = EXCLUDED.mapping_version, mapping_hash = EXCLUDED.mapping_hash,
-                        records_in = EXCLUDED.records_in, records_mapped = EXCLUDED.records_mapped,
-                        records_quarantined = EXCLUDED.records_quarantined, mean_dq_score = EXCLUDED.mean_dq_score,
-                        wal_id = EXCLUDED.wal_id, loaded_at = now()
-                    """,
-                    (source, drop_id, table, mapping.name, mapping.version, mapping.hash, load.records_in,
-                     load.records_mapped, load.records_quarantined, load.mean_dq_score, wal_id),
-                )
-            raw.commit()
-        except BaseException:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()
+        with psycopg_cursor(self.engine) as cur:
+            # one transaction: partition, quarantine, keys, orphans and counts together
+            replace_partition(cur, "canonical", table, part, key)
+            cur.execute("DELETE FROM canonical.quarantine WHERE source = %s AND drop_id = %s AND table_name = %s",
+                        (source, drop_id, table))
+            for block in blocks:
+                rows = block.table.select(["source_record_no", "occurrence", *canonical.names, "dq_score", "dq_findings"])
+                n = rows.num_rows
+                rows = rows.add_column(0, "mapping_version", pa.repeat(pa.scalar(mapping.version), n))
+                rows = rows.add_column(0, "wal_id", pa.array([wal_id] * n, pa.int64()))
+                rows = rows.add_column(0, "drop_key", pa.repeat(pa.scalar(key), n))
+                copy_arrow(cur, "canonical", part, rows)
+                bad = block.quarantine
+                if bad.num_rows:
+                    q = bad.select(["source_record_no", "policy_id", "field", "reason", "detail"])
+                    m = q.num_rows
+                    for name, value in (("table_name", table), ("drop_id", drop_id), ("source", source)):
+                        q = q.add_column(0, name, pa.repeat(pa.scalar(value), m))
+                    q = q.append_column("wal_id", pa.array([wal_id] * m, pa.int64()))
+                    copy_arrow(cur, "canonical", "quarantine", q)
+                load.records_in += n + bad.num_rows
+            self._settle_duplicates(cur, canonical, part, source, drop_id, wal_id)
+            if table != "policies":
+                self._settle_orphans(cur, part, key, source, drop_id, table, wal_id)
+            cur.execute(sql.SQL("SELECT count(*), avg(dq_score) FROM canonical.{}").format(sql.Identifier(part)))
+            load.records_mapped, mean = cur.fetchone()
+            load.mean_dq_score = float(mean) if mean is not None else None
+            cur.execute("SELECT reason, count(*) FROM canonical.quarantine WHERE source = %s AND drop_id = %s "
+                        "AND table_name = %s GROUP BY reason ORDER BY reason", (source, drop_id, table))
+            load.quarantine_by_reason = dict(cur.fetchall())
+            load.records_quarantined = sum(load.quarantine_by_reason.values())
+            cur.execute(
+                """
+                INSERT INTO canonical.loads (source, drop_id, table_name, mapping, mapping_version, mapping_hash,
+                    records_in, records_mapped, records_quarantined, mean_dq_score, wal_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (source, drop_id, table_name) DO UPDATE SET mapping = EXCLUDED.mapping,
+                    mapping_version = EXCLUDED.mapping_version, mapping_hash = EXCLUDED.mapping_hash,
+                    records_in = EXCLUDED.records_in, records_mapped = EXCLUDED.records_mapped,
+                    records_quarantined = EXCLUDED.records_quarantined, mean_dq_score = EXCLUDED.mean_dq_score,
+                    wal_id = EXCLUDED.wal_id, loaded_at = now()
+                """,
+                (source, drop_id, table, mapping.name, mapping.version, mapping.hash, load.records_in,
+                 load.records_mapped, load.records_quarantined, load.mean_dq_score, wal_id),
+            )
         return load
 
     @staticmethod

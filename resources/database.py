@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 import warnings
 from pathlib import Path
 
@@ -68,6 +69,25 @@ def get_engine(url: str) -> Engine:
             migrate(engine)
             _engines[key] = engine
         return engine
+
+
+@contextmanager
+def psycopg_cursor(engine: Engine, *, name: str | None = None, row_factory=None):
+    """A psycopg 3 cursor on a pooled connection, for COPY and server-side cursors: one transaction,
+    committed when the block ends, rolled back if it raises."""
+    raw = engine.raw_connection()
+    try:
+        kwargs = {"name": name} if name else {}
+        if row_factory is not None:
+            kwargs["row_factory"] = row_factory
+        with raw.driver_connection.cursor(**kwargs) as cur:
+            yield cur
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
 
 
 def describe_url(url: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,34 +21,10 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 from sqlalchemy import Engine, text
 
+from resources.database import psycopg_cursor
+from resources.sqlnames import pg_type, sql_name  # noqa: F401  (re-exported: the store's naming rules)
+
 QUARANTINE_COLUMNS = ("record_no", "offset", "field", "reason", "detail", "raw")
-
-
-def sql_name(name: str) -> str:
-    """A source column name as a PostgreSQL identifier: POL_NUMBER -> pol_number, PolicyNo -> policy_no."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.replace("-", "_"))
-    snake = re.sub(r"[^0-9a-zA-Z_]+", "_", snake).strip("_").lower()
-    if not snake or snake[0].isdigit():
-        snake = f"c_{snake}"
-    return snake
-
-
-def pg_type(dtype: pa.DataType) -> str:
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return "text"
-    if pa.types.is_integer(dtype):
-        return "bigint"
-    if pa.types.is_decimal(dtype):
-        return f"numeric({dtype.precision},{dtype.scale})"
-    if pa.types.is_floating(dtype):
-        return "double precision"
-    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
-        return "bytea"
-    if pa.types.is_date(dtype):
-        return "date"
-    if pa.types.is_boolean(dtype):
-        return "boolean"
-    raise TypeError(f"no PostgreSQL type for Arrow type {dtype}")
 
 
 def staging_table_name(source: str, kind: str) -> str:
@@ -175,50 +150,42 @@ class IntakeStore:
             raise ValueError(f"source {source} file {kind}: columns {dupes} collide as SQL names")
         load = FileLoad(source, drop_id, kind, path.name, f"staging.{table}")
         sha = sha256 or file_sha256(path)
-        raw = self.engine.raw_connection()
-        try:
-            conn = raw.driver_connection
-            with conn.cursor() as cur:
-                self._ensure_table(cur, source, kind, table, names, columns)
-                replace_partition(cur, "staging", table, part, drop_id)
-                cur.execute(
-                    "DELETE FROM intake.quarantine WHERE source = %s AND drop_id = %s AND kind = %s",
-                    (source, drop_id, kind),
-                )
-                for result in blocks:
-                    good, bad = self._split_nul_rows(result.table, result.quarantine, columns)
-                    if good.num_rows:
-                        ordered = good.select(["record_no", *[name for name, _ in columns]]).rename_columns(
-                            ["record_no", *names])
-                        ordered = ordered.add_column(0, "wal_id", pa.array([wal_id] * good.num_rows, pa.int64()))
-                        ordered = ordered.add_column(0, "drop_id", pa.array([drop_id] * good.num_rows, pa.string()))
-                        copy_arrow(cur, "staging", part, ordered)
-                    if bad.num_rows:
-                        self._copy_quarantine(cur, source, drop_id, kind, path.name, bad, load, wal_id)
-                    load.records_parsed += good.num_rows
-                    if on_block is not None:
-                        on_block(load)
-                cur.execute(
-                    """
-                    INSERT INTO intake.files (source, drop_id, kind, file_name, file_sha256, file_bytes,
-                                              records_read, records_parsed, records_quarantined, staging_table, wal_id)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                    ON CONFLICT (source, drop_id, kind) DO UPDATE SET
-                        file_name = EXCLUDED.file_name, file_sha256 = EXCLUDED.file_sha256,
-                        file_bytes = EXCLUDED.file_bytes, records_read = EXCLUDED.records_read,
-                        records_parsed = EXCLUDED.records_parsed,
-                        records_quarantined = EXCLUDED.records_quarantined,
-                        staging_table = EXCLUDED.staging_table, wal_id = EXCLUDED.wal_id, loaded_at = now()
-                    """,
-                    (source, drop_id, kind, path.name, sha, path.stat().st_size, load.records_read,
-                     load.records_parsed, load.records_quarantined, load.staging_table, wal_id),
-                )
-            raw.commit()
-        except BaseException:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()
+        with psycopg_cursor(self.engine) as cur:
+            # one transaction: partition, quarantine and counts together
+            self._ensure_table(cur, source, kind, table, names, columns)
+            replace_partition(cur, "staging", table, part, drop_id)
+            cur.execute(
+                "DELETE FROM intake.quarantine WHERE source = %s AND drop_id = %s AND kind = %s",
+                (source, drop_id, kind),
+            )
+            for result in blocks:
+                good, bad = self._split_nul_rows(result.table, result.quarantine, columns)
+                if good.num_rows:
+                    ordered = good.select(["record_no", *[name for name, _ in columns]]).rename_columns(
+                        ["record_no", *names])
+                    ordered = ordered.add_column(0, "wal_id", pa.array([wal_id] * good.num_rows, pa.int64()))
+                    ordered = ordered.add_column(0, "drop_id", pa.array([drop_id] * good.num_rows, pa.string()))
+                    copy_arrow(cur, "staging", part, ordered)
+                if bad.num_rows:
+                    self._copy_quarantine(cur, source, drop_id, kind, path.name, bad, load, wal_id)
+                load.records_parsed += good.num_rows
+                if on_block is not None:
+                    on_block(load)
+            cur.execute(
+                """
+                INSERT INTO intake.files (source, drop_id, kind, file_name, file_sha256, file_bytes,
+                                          records_read, records_parsed, records_quarantined, staging_table, wal_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (source, drop_id, kind) DO UPDATE SET
+                    file_name = EXCLUDED.file_name, file_sha256 = EXCLUDED.file_sha256,
+                    file_bytes = EXCLUDED.file_bytes, records_read = EXCLUDED.records_read,
+                    records_parsed = EXCLUDED.records_parsed,
+                    records_quarantined = EXCLUDED.records_quarantined,
+                    staging_table = EXCLUDED.staging_table, wal_id = EXCLUDED.wal_id, loaded_at = now()
+                """,
+                (source, drop_id, kind, path.name, sha, path.stat().st_size, load.records_read,
+                 load.records_parsed, load.records_quarantined, load.staging_table, wal_id),
+            )
         return load
 
     @staticmethod
@@ -352,13 +319,9 @@ class IntakeStore:
             select += [sql.SQL("count({})").format(ident), sql.SQL("count(DISTINCT {})").format(ident),
                        sql.SQL("min({})::text").format(ident), sql.SQL("max({})::text").format(ident)]
         query = sql.SQL("SELECT {} FROM staging.{}").format(sql.SQL(", ").join(select), sql.Identifier(part))
-        raw = self.engine.raw_connection()
-        try:
-            with raw.driver_connection.cursor() as cur:
-                cur.execute(query)
-                row = cur.fetchone()
-        finally:
-            raw.close()
+        with psycopg_cursor(self.engine) as cur:
+            cur.execute(query)
+            row = cur.fetchone()
         total = row[0]
         stats = {}
         for i, (name, _) in enumerate(columns):
@@ -369,13 +332,9 @@ class IntakeStore:
     def iter_staged(self, source: str, kind: str, drop_id: str, batch: int = 50_000) -> Iterator[list[dict]]:
         """Stream a drop's staged rows (server-side cursor), for tests and downstream readers."""
         part = partition_name(staging_table_name(source, kind), drop_id)
-        raw = self.engine.raw_connection()
-        try:
-            from psycopg.rows import dict_row
+        from psycopg.rows import dict_row
 
-            with raw.driver_connection.cursor(name="iter_staged", row_factory=dict_row) as cur:
-                cur.execute(sql.SQL("SELECT * FROM staging.{} ORDER BY record_no").format(sql.Identifier(part)))
-                while rows := cur.fetchmany(batch):
-                    yield rows
-        finally:
-            raw.close()
+        with psycopg_cursor(self.engine, name="iter_staged", row_factory=dict_row) as cur:
+            cur.execute(sql.SQL("SELECT * FROM staging.{} ORDER BY record_no").format(sql.Identifier(part)))
+            while rows := cur.fetchmany(batch):
+                yield rows

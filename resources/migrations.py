@@ -26,7 +26,7 @@ class Migration:
 def _canonical_v1_ddl() -> tuple[str, ...]:
     """Canonical Policy Model v1 tables (frozen), one LIST partition per source drop, plus quarantine and loads."""
     from canonical.tables import V1_TABLES
-    from resources.intake_store import pg_type
+    from resources.sqlnames import pg_type
 
     statements = ["CREATE SCHEMA IF NOT EXISTS canonical"]
     for table in V1_TABLES.values():

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from legacy.profile import FileProfile, PatternSampler, build_profile
 from legacy.sources import SourceConfig, output_columns
+from resources.database import psycopg_cursor
 from resources.intake_store import IntakeStore, partition_name, sql_name, staging_table_name
 
 
@@ -49,12 +50,8 @@ def _sample(store: IntakeStore, source: str, kind: str, drop_id: str, columns, l
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
         sql.Identifier(part), sql.Literal(limit),
     )
-    raw = store.engine.raw_connection()
-    try:
-        with raw.driver_connection.cursor() as cur:
-            cur.execute(query)
-            rows = cur.fetchall()
-    finally:
-        raw.close()
+    with psycopg_cursor(store.engine) as cur:
+        cur.execute(query)
+        rows = cur.fetchall()
     data = list(zip(*rows)) if rows else [[] for _ in columns]
     return pa.table({name: pa.array(list(values), pa.string()) for (name, _), values in zip(columns, data)})
