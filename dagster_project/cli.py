@@ -278,8 +278,9 @@ def demo(
     _print_ingest(outcomes)
     report = resources["wal"].store().verify()
     state = "[green]intact[/]" if report.ok else f"[red]ALTERED[/]: {report.problems[0]}"
-    out.print(f"WAL: every file load above was a committed intent first; {report.entries:,} entries in "
-              f"{report.chains} hash chain(s), {state}. Try `data-mash wal replay --namespace intake`.")
+    out.print(f"WAL: every load above (files staged, tables mapped) was a committed intent first; "
+              f"{report.intents:,} intents, {report.entries:,} entries in {report.chains} hash chains "
+              f"(intake, canonical), {state}. Try `data-mash wal replay --namespace canonical`.")
     out.print(f"Done in {time.perf_counter() - started:.1f} s. See the runs, lineage and profiles in the Dagster UI: `make ui`.")
     if not all(o.success for o in outcomes):
         raise typer.Exit(1)
