@@ -98,13 +98,14 @@ class RunOutcome:
     error: str | None
 
 
-def _execute(job_name: str, partition_key: str, resources: dict | None, inst: dg.DagsterInstance,
-             console_log_level: str, tags: dict[str, str]) -> RunOutcome:
+def _execute(job_name: str, partition_key: str | None, resources: dict | None, inst: dg.DagsterInstance,
+             console_log_level: str, tags: dict[str, str], asset_selection: list[dg.AssetKey] | None = None) -> RunOutcome:
     """Run one partition of a job in process on the instance; collect failed checks and root-cause errors."""
     job = build_definitions(resources=resources).resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=inst,
         partition_key=partition_key,
+        asset_selection=asset_selection,
         # the CLI prints its own summary; the full event log is in the UI
         run_config={"loggers": {"console": {"config": {"log_level": console_log_level}}}},
         raise_on_error=False,
@@ -212,7 +213,6 @@ def recover(*, resources: dict | None = None, dagster_instance: dg.DagsterInstan
     """Carry out the WAL's recovery plan through Dagster: relaunch what is due, dead-letter what is spent."""
     resolved = resources or resources_for_environment(resolved=True)
     store = resolved["wal"].store()
-    defs = build_definitions(resources=resources)
     inst = dagster_instance or instance()
     outcomes = []
     for action in store.recovery_plan(now=now):
@@ -220,15 +220,10 @@ def recover(*, resources: dict | None = None, dagster_instance: dg.DagsterInstan
             store.dead_letter(action.intent_id, action.reason)
             outcomes.append(RecoveryOutcome(action.intent_id, "dead_lettered", action.reason))
         elif action.action == "relaunch" and action.job_name and action.asset_key:
-            result = defs.resolve_job_def(action.job_name).execute_in_process(
-                instance=inst,
-                partition_key=action.partition_key,
-                asset_selection=[dg.AssetKey.from_user_string(action.asset_key)],
-                raise_on_error=False,
-                tags={"data_mash/recovers_wal_intent": str(action.intent_id), "data_mash/launched_by": "cli"},
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            )
-            outcomes.append(RecoveryOutcome(action.intent_id, "relaunched", action.reason, result.run_id, result.success))
+            run = _execute(action.job_name, action.partition_key, resources, inst, "WARNING",
+                           {"data_mash/recovers_wal_intent": str(action.intent_id), "data_mash/launched_by": "cli"},
+                           asset_selection=[dg.AssetKey.from_user_string(action.asset_key)])
+            outcomes.append(RecoveryOutcome(action.intent_id, "relaunched", action.reason, run.run_id, run.success))
         else:
             outcomes.append(RecoveryOutcome(action.intent_id, action.action, action.reason))
     return outcomes
