@@ -7,6 +7,7 @@ input that could not be read (with the file, line and field named).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from decimal import Decimal
@@ -258,7 +259,7 @@ def demo(
     policies: int = typer.Option(100_000, "--policies", min=1),
     seed: int = typer.Option(42, "--seed"),
 ) -> None:
-    """The demo migration so far: generate a sample book, ingest and map both legacy systems through Dagster."""
+    """The demo migration so far: generate a sample book; ingest, map and route both legacy systems through Dagster."""
     from dagster_project.environment import resources_for_environment
     from resources.database import data_mash_home
 
@@ -276,13 +277,18 @@ def demo(
         console.print(f"Reusing the sample book in {book}", highlight=False)
     outcomes = [_ingest(book / name, name, f"book-{policies}-{seed}") for name in ("mainframe_life", "pc_csv")]
     _print_ingest(outcomes)
+    from dagster_project.runner import route as run_route
+
+    with console.status("Routing the canonical book through Dagster…"):
+        routed = run_route()
+    _print_route(routed)
     report = resources["wal"].store().verify()
     state = "[green]intact[/]" if report.ok else f"[red]ALTERED[/]: {report.problems[0]}"
-    out.print(f"WAL: every load above (files staged, tables mapped) was a committed intent first; "
-              f"{report.intents:,} intents, {report.entries:,} entries in {report.chains} hash chains "
-              f"(intake, canonical), {state}. Try `data-mash wal replay --namespace canonical`.")
+    out.print(f"WAL: every change above (files staged, tables mapped, book routed, registry updated) was a committed "
+              f"intent first; {report.intents:,} intents, {report.entries:,} entries in {report.chains} hash chains, "
+              f"{state}. Try `data-mash wal replay --namespace routing` or `data-mash where <policy id>`.")
     out.print(f"Done in {time.perf_counter() - started:.1f} s. See the runs, lineage and profiles in the Dagster UI: `make ui`.")
-    if not all(o.success for o in outcomes):
+    if not all(o.success for o in outcomes) or not routed.success:
         raise typer.Exit(1)
 
 
@@ -453,6 +459,156 @@ def _print_canonical(outcomes) -> None:
     for outcome in outcomes:
         if outcome.error:
             out.print(f"  [red]{outcome.source}: {outcome.error}[/]")
+
+
+@app.command()
+def route(
+    rules: Optional[Path] = typer.Option(None, "--rules", exists=True, dir_okay=False,
+                                         help="Rule set YAML (default: routing/rules/default.yaml)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would move, from which target to which."),
+) -> None:
+    """Route the current canonical book (or, with --dry-run, show what a rule set would change: nothing is written)."""
+    if dry_run:
+        _route_what_if(rules)
+        return
+    from dagster_project.runner import route as run_route
+
+    with console.status("Routing the book through Dagster…"):
+        outcome = run_route(rules)
+    _print_route(outcome)
+    if not outcome.success:
+        raise typer.Exit(1)
+
+
+def _print_route(outcome) -> None:
+    total = sum(outcome.by_target.values()) or 1
+    table = Table(title="Routing: planned target of every policy in the canonical book")
+    for col, justify in [("target", "left"), ("policies", "right"), ("share", "right")]:
+        table.add_column(col, justify=justify)
+    for target, n in sorted(outcome.by_target.items(), key=lambda kv: -kv[1]):
+        table.add_row(target, f"{n:,}", f"{n / total:.1%}")
+    out.print(table)
+    out.print("system of record now: " + ", ".join(f"{k} {v:,}" for k, v in outcome.by_system.items())
+              + f"; open conflicts: {outcome.open_conflicts:,}", highlight=False)
+    status = "[green]succeeded[/]" if outcome.success else "[red]FAILED[/]"
+    out.print(f"route_book_job run {outcome.run_id} {status}")
+    if outcome.error:
+        out.print(f"  [red]{outcome.error}[/]")
+
+
+def _route_what_if(rules: Optional[Path]) -> None:
+    import pyarrow as pa
+
+    from assets.routing import default_rules_path
+    from dagster_project.environment import resources_for_environment
+    from resources.coexistence_store import CoexistenceStore
+    from routing.rules import RuleSetError, compare, evaluate, load_rule_set
+
+    try:
+        candidate = load_rule_set(rules or default_rules_path())
+    except RuleSetError as error:
+        fail(str(error), 1)
+    store = CoexistenceStore(resources_for_environment(resolved=True)["database"].engine())
+    current = store.current_decisions()
+    if not current.num_rows:
+        fail("no routing decisions yet: run `data-mash route` once first", 1)
+    with console.status("Evaluating the candidate rules over the book…"):
+        proposed = pa.concat_tables([evaluate(candidate, block) for block in store.read_book()])
+    what_if = compare(current, proposed)
+    table = Table(title=f"What if {candidate.name} {candidate.version} were applied (nothing written)")
+    rows = what_if.to_rows()
+    for col in (rows[0].keys() if rows else ["result"]):
+        table.add_column(str(col))
+    for row in rows:
+        table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
+    out.print(table)
+
+
+def _coexistence():
+    from dagster_project.environment import resources_for_environment
+    from resources.coexistence_store import CoexistenceStore
+
+    return CoexistenceStore(resources_for_environment(resolved=True)["database"].engine())
+
+
+@app.command()
+def where(policy: str = typer.Argument(..., help="Policy id.")) -> None:
+    """Which system owns a policy, since when, its planned target, wave and rule, and its last changes."""
+    store = _coexistence()
+    started = time.perf_counter()
+    found = store.where(policy)
+    elapsed = (time.perf_counter() - started) * 1000
+    if found is None:
+        fail(f"policy {policy} is not in the coexistence registry", 1)
+    table = Table(title=f"Policy {policy}", show_header=False)
+    for key in ("system_of_record", "planned_target", "wave", "routing_rule", "rule_set_version", "pinned", "since",
+                "updated_at", "source_system", "wal_id"):
+        table.add_row(key, "" if found[key] is None else str(found[key]))
+    out.print(table)
+    for change in found["last_changes"]:
+        out.print(f"  {change['at']:%Y-%m-%d %H:%M:%S} {change['change']}: {change['from_target'] or '-'} → "
+                  f"{change['to_target']} ({change['reason']}, by {change['actor']}, WAL {change['wal_id']})", highlight=False)
+    for conflict in found["open_conflicts"]:
+        out.print(f"  [yellow]open conflict[/]: routed to {conflict['routed_target']} by {conflict['rule']} but "
+                  f"{conflict['why']}", highlight=False)
+    console.print(f"answered in {elapsed:.1f} ms", highlight=False)
+
+
+@app.command()
+def history(policy: str = typer.Argument(..., help="Policy id.")) -> None:
+    """Every change of a policy's system of record or planned target: when, what, who, why, WAL entry."""
+    changes = _coexistence().history(policy)
+    if not changes:
+        fail(f"policy {policy} has no coexistence history", 1)
+    table = Table(title=f"History of policy {policy}")
+    for col in ("at", "change", "system", "target", "rule", "rules", "why", "who", "WAL"):
+        table.add_column(col)
+    for c in changes:
+        table.add_row(f"{c['at']:%Y-%m-%d %H:%M:%S}", c["change"], f"{c['from_system'] or '-'} → {c['to_system']}",
+                      f"{c['from_target'] or '-'} → {c['to_target']}", c["rule"] or "", c["rule_set_version"] or "",
+                      c["reason"], c["actor"], str(c["wal_id"] or ""))
+    out.print(table)
+
+
+@app.command()
+def override(
+    policy: str = typer.Argument(..., help="Policy id."),
+    to: str = typer.Option(..., "--to", help="new_platform, legacy_batch, dq_queue or coexistence_bridge."),
+    reason: str = typer.Option(..., "--reason", help="Why, for the audit trail."),
+    actor: str = typer.Option(os.environ.get("USER", "operator"), "--actor", help="Who decides (default: $USER)."),
+) -> None:
+    """Pin a policy to a target by hand, through the WAL; routing then records conflicts instead of moving it."""
+    from datetime import datetime, timezone
+
+    from dagster_project.environment import resources_for_environment
+
+    wal = resources_for_environment(resolved=True)["wal"].store()
+    intent = wal.begin(namespace="coexistence", operation="manual_override", target="coexistence.registry",
+                       key=f"override:{policy}:{to}:{datetime.now(timezone.utc).isoformat()}",
+                       payload={"policy_id": policy, "to": to, "reason": reason, "actor": actor})
+    try:
+        change = _coexistence().override(policy, to, reason, actor, intent.id)
+    except (LookupError, ValueError) as error:
+        wal.fail(intent, str(error))
+        fail(str(error), 1)
+    wal.commit(intent, change)
+    out.print(f"{policy}: {change['from_target']} → {change['to_target']}, pinned (WAL intent {intent.id})", highlight=False)
+
+
+@app.command()
+def conflicts() -> None:
+    """Open conflicts: policies routing would move but that are pinned or already migrated."""
+    rows = _coexistence().conflicts()
+    if not rows:
+        out.print("No open conflict.")
+        return
+    table = Table(title="Open routing conflicts")
+    for col in ("policy", "system of record", "planned", "routed", "rule", "rules", "why", "since"):
+        table.add_column(col)
+    for c in rows:
+        table.add_row(c["policy_id"], c["system_of_record"], c["planned_target"], c["routed_target"], c["rule"],
+                      c["rule_set_version"], c["why"], f"{c['detected_at']:%Y-%m-%d %H:%M}")
+    out.print(table)
 
 
 wal_app = typer.Typer(help="The write-ahead log: replay, verify, recover, show.", no_args_is_help=True)

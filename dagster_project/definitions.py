@@ -6,8 +6,9 @@ import dagster as dg
 
 from assets.canonical import build_canonical_assets
 from assets.legacy import build_intake_assets
+from assets.routing import build_routing_assets
 from dagster_project.environment import resources_for_environment
-from dagster_project.jobs import build_ingest_job, build_map_job
+from dagster_project.jobs import build_ingest_job, build_map_job, build_route_job
 from dagster_project.sensors import build_landing_sensor, build_wal_recovery_sensor
 from legacy.sources import list_sources
 
@@ -22,6 +23,9 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             assets += source_assets
             checks += source_checks
         jobs += [build_ingest_job(source.name), build_map_job(source.name)]
+    policy_keys = [a.key for a in assets if a.key.path[0] == "canonical" and a.key.path[-1] == "policies"]
+    assets += build_routing_assets(policy_keys)
+    jobs.append(build_route_job())
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

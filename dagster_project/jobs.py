@@ -26,3 +26,14 @@ def build_map_job(source: str) -> "dg.UnresolvedAssetJobDefinition":
         description=(f"Map already staged {source} drops to the canonical model again, e.g. as a backfill over "
                      "past drops after a mapping change."),
     )
+
+
+ROUTE_JOB = "route_book_job"
+
+
+def build_route_job() -> "dg.UnresolvedAssetJobDefinition":
+    return dg.define_asset_job(
+        name=ROUTE_JOB,
+        selection=dg.AssetSelection.groups("routing", "coexistence"),
+        description="Route the current canonical book with the rule set and bring the coexistence registry in line.",
+    )

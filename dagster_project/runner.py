@@ -99,7 +99,8 @@ class RunOutcome:
 
 
 def _execute(job_name: str, partition_key: str | None, resources: dict | None, inst: dg.DagsterInstance,
-             console_log_level: str, tags: dict[str, str], asset_selection: list[dg.AssetKey] | None = None) -> RunOutcome:
+             console_log_level: str, tags: dict[str, str], asset_selection: list[dg.AssetKey] | None = None,
+             ops_config: dict | None = None) -> RunOutcome:
     """Run one partition of a job in process on the instance; collect failed checks and root-cause errors."""
     job = build_definitions(resources=resources).resolve_job_def(job_name)
     result = job.execute_in_process(
@@ -107,7 +108,7 @@ def _execute(job_name: str, partition_key: str | None, resources: dict | None, i
         partition_key=partition_key,
         asset_selection=asset_selection,
         # the CLI prints its own summary; the full event log is in the UI
-        run_config={"loggers": {"console": {"config": {"log_level": console_log_level}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": console_log_level}}}, **({"ops": ops_config} if ops_config else {})},
         raise_on_error=False,
         tags=tags,
     )
@@ -227,6 +228,33 @@ def recover(*, resources: dict | None = None, dagster_instance: dg.DagsterInstan
         else:
             outcomes.append(RecoveryOutcome(action.intent_id, action.action, action.reason))
     return outcomes
+
+
+@dataclass
+class RouteOutcome:
+    run_id: str
+    success: bool
+    error: str | None
+    by_target: dict[str, int]
+    by_system: dict[str, int]
+    open_conflicts: int
+
+
+def route(rules: Path | None = None, *, resources: dict | None = None,
+          dagster_instance: dg.DagsterInstance | None = None) -> RouteOutcome:
+    """Route the current canonical book and update the coexistence registry, through Dagster (`route_book_job`)."""
+    from dagster_project.jobs import ROUTE_JOB
+
+    resolved = resources or resources_for_environment(resolved=True)
+    inst = dagster_instance or instance()
+    config = {"routing__decisions": {"config": {"rules": str(rules.resolve())}}} if rules else None
+    run = _execute(ROUTE_JOB, None, resources, inst, "WARNING", {"data_mash/launched_by": "cli"}, ops_config=config)
+    with resolved["database"].engine().connect() as conn:
+        by_target = dict(conn.execute(text("SELECT target, count(*) FROM routing.decisions GROUP BY 1 ORDER BY 1")).all())
+        by_system = dict(conn.execute(text(
+            "SELECT system_of_record, count(*) FROM coexistence.registry GROUP BY 1 ORDER BY 1")).all())
+        conflicts = conn.execute(text("SELECT count(*) FROM coexistence.conflicts WHERE resolved_at IS NULL")).scalar_one()
+    return RouteOutcome(run.run_id, run.success, run.error, by_target, by_system, conflicts)
 
 
 def audit_key_columns(store: IntakeStore) -> dict[str, str]:

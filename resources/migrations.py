@@ -258,6 +258,91 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
         ),
     ),
+    Migration(
+        7,
+        "routing decisions with history; the coexistence registry with history and conflicts",
+        (
+            "CREATE SCHEMA IF NOT EXISTS routing",
+            "CREATE SCHEMA IF NOT EXISTS coexistence",
+            """
+            CREATE TABLE routing.decisions (
+                policy_id        text        PRIMARY KEY,
+                source_system    text        NOT NULL,
+                target           text        NOT NULL,
+                rule_name        text        NOT NULL,
+                rule_set         text        NOT NULL,
+                rule_set_version text        NOT NULL,
+                rule_set_hash    text        NOT NULL,
+                decided_at       timestamptz NOT NULL,
+                wal_id           bigint      REFERENCES wal.intents (id)
+            )
+            """,
+            """
+            CREATE TABLE routing.decision_history (
+                id               bigserial   PRIMARY KEY,
+                policy_id        text        NOT NULL,
+                from_target      text,
+                to_target        text        NOT NULL,
+                from_rule        text,
+                to_rule          text        NOT NULL,
+                rule_set_version text        NOT NULL,
+                decided_at       timestamptz NOT NULL,
+                wal_id           bigint
+            )
+            """,
+            "CREATE INDEX decision_history_by_policy ON routing.decision_history (policy_id, id)",
+            """
+            CREATE TABLE coexistence.registry (
+                policy_id         text        PRIMARY KEY,
+                source_system     text        NOT NULL,
+                system_of_record  text        NOT NULL,
+                planned_target    text        NOT NULL,
+                wave              text,
+                routing_rule      text,
+                rule_set_version  text,
+                pinned            boolean     NOT NULL DEFAULT false,
+                since             timestamptz NOT NULL,
+                updated_at        timestamptz NOT NULL,
+                wal_id            bigint
+            )
+            """,
+            """
+            CREATE TABLE coexistence.history (
+                id               bigserial   PRIMARY KEY,
+                policy_id        text        NOT NULL,
+                at               timestamptz NOT NULL,
+                change           text        NOT NULL CHECK (change IN
+                                     ('routing', 'wave_load', 'rollback', 'sync', 'manual_override')),
+                from_system      text,
+                to_system        text        NOT NULL,
+                from_target      text,
+                to_target        text        NOT NULL,
+                rule             text,
+                rule_set_version text,
+                reason           text        NOT NULL,
+                actor            text        NOT NULL,
+                wal_id           bigint
+            )
+            """,
+            "CREATE INDEX coexistence_history_by_policy ON coexistence.history (policy_id, id)",
+            """
+            CREATE TABLE coexistence.conflicts (
+                id               bigserial   PRIMARY KEY,
+                policy_id        text        NOT NULL,
+                system_of_record text        NOT NULL,
+                planned_target   text        NOT NULL,
+                routed_target    text        NOT NULL,
+                rule             text        NOT NULL,
+                rule_set_version text        NOT NULL,
+                why              text        NOT NULL,
+                detected_at      timestamptz NOT NULL,
+                resolved_at      timestamptz,
+                wal_id           bigint,
+                UNIQUE (policy_id, routed_target, rule_set_version)
+            )
+            """,
+        ),
+    ),
 )
 
 
