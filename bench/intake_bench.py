@@ -116,6 +116,43 @@ def phase_map(book: Path) -> dict:
     return {"seconds": time.perf_counter() - started, "records": total, "tables": per_table}
 
 
+def phase_route(samples: int = 1000) -> dict:
+    """Route the mapped bench book with the default rules: evaluation alone, end to end, then `where` latency."""
+    import random
+    import statistics
+
+    import pyarrow as pa
+
+    from assets.routing import default_rules_path
+    from dagster_project.environment import resources_for_environment
+    from resources.coexistence_store import CoexistenceStore
+    from routing.rules import evaluate, load_rule_set
+
+    store = CoexistenceStore(resources_for_environment(resolved=True)["database"].engine())
+    rules = load_rule_set(default_rules_path())
+    t0 = time.perf_counter()
+    book = list(store.read_book())
+    t1 = time.perf_counter()
+    decisions = [evaluate(rules, block).append_column("source_system", block.column("source_system")) for block in book]
+    t2 = time.perf_counter()
+    routed = store.apply_decisions(decisions, None)
+    registry = store.update_registry(None)
+    t3 = time.perf_counter()
+    policies = sum(b.num_rows for b in book)
+    ids = pa.concat_arrays([b.column("policy_id").combine_chunks() for b in book]).to_pylist()
+    random.seed(7)
+    latencies = []
+    for policy in random.sample(ids, min(samples, len(ids))):
+        w0 = time.perf_counter()
+        store.where(policy)
+        latencies.append((time.perf_counter() - w0) * 1000)
+    latencies.sort()
+    return {"records": policies, "seconds": t3 - t0, "rules": len(rules.rules), "read_seconds": t1 - t0,
+            "evaluate_seconds": t2 - t1, "evaluate_per_s": policies / (t2 - t1), "store_seconds": t3 - t2,
+            "changed": routed.changed, "registry_added": registry.added, "by_target": routed.by_target,
+            "where_median_ms": statistics.median(latencies), "where_p99_ms": latencies[int(0.99 * len(latencies)) - 1]}
+
+
 def phase_latency(samples: int = 1000) -> dict:
     """Single-intent latency: begin (committed) + commit, each a durable PostgreSQL transaction."""
     import statistics
@@ -153,7 +190,7 @@ def run_phase(name: str, args: argparse.Namespace, env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-PHASES = ("generate", "decode", "load", "load_wal", "latency", "map")
+PHASES = ("generate", "decode", "load", "load_wal", "latency", "map", "route")
 
 
 def main() -> None:
@@ -172,7 +209,8 @@ def main() -> None:
               "load": lambda: phase_load(args.book, with_wal=False),
               "load_wal": lambda: phase_load(args.book, with_wal=True),
               "latency": phase_latency,
-              "map": lambda: phase_map(args.book)}[args.phase]
+              "map": lambda: phase_map(args.book),
+              "route": phase_route}[args.phase]
         result = fn()
         result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
@@ -194,13 +232,19 @@ def main() -> None:
 
     print(f"\nIntake benchmark, {args.policies:,} policies ({os.cpu_count()} cores)")
     print(f"{'phase':<10}{'records':>14}{'seconds':>10}{'records/s':>14}{'peak RSS MB':>14}")
-    for name in ("generate", "decode", "load", "load_wal", "map"):
+    for name in ("generate", "decode", "load", "load_wal", "map", "route"):
         r = results.get(name)
         if r:
             print(f"{name:<10}{r['records']:>14,}{r['seconds']:>10.1f}{r['records'] / r['seconds']:>14,.0f}{r['peak_rss_mb']:>14,.0f}")
     if "load" in results and "load_wal" in results:
         ratio = results["load_wal"]["seconds"] / results["load"]["seconds"]
         print(f"\nWAL overhead on the load: {ratio:.4f}x wall time ({(ratio - 1) * 100:+.2f}%)")
+    rt = results.get("route")
+    if rt:
+        print(f"routing {rt['records']:,} policies with {rt['rules']} rules: evaluation {rt['evaluate_per_s']:,.0f} "
+              f"decisions/s ({rt['evaluate_seconds']:.2f} s); read book {rt['read_seconds']:.1f} s, store decisions + "
+              f"registry {rt['store_seconds']:.1f} s; `where` on the registry: median {rt['where_median_ms']:.2f} ms, "
+              f"p99 {rt['where_p99_ms']:.2f} ms")
     lat = results.get("latency")
     if lat:
         print(f"single intent, {lat['records']} samples: begin median {lat['begin_median_ms']:.2f} ms, "
