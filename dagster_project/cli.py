@@ -611,6 +611,135 @@ def conflicts() -> None:
     out.print(table)
 
 
+wave_app = typer.Typer(help="Waves: list, show, approve, execute, status.", no_args_is_help=True)
+app.add_typer(wave_app, name="wave")
+
+
+def _waves():
+    from dagster_project.environment import resources_for_environment
+    from resources.wave_store import WaveStore
+
+    return WaveStore(resources_for_environment(resolved=True)["database"].engine())
+
+
+@app.command("generate-plan")
+def generate_plan(
+    name: str = typer.Option("migration plan", "--name"),
+    size_cap: int = typer.Option(50_000, "--size-cap", min=1, help="Most policies in one wave."),
+    cadence_days: int = typer.Option(7, "--cadence-days", min=1, help="Days between wave starts."),
+    start: Optional[str] = typer.Option(None, "--start", help="First wave's start, ISO (default: tomorrow 02:00 UTC)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the plan as YAML."),
+) -> None:
+    """Propose waves from the routed book (wave 0: clean candidates; then by line of business and state); saved as drafts."""
+    from datetime import datetime, timedelta, timezone
+
+    from resources.wave_store import WaveError
+    from routing.waves import propose_plan
+
+    store = _waves()
+    first = _when(start, "--start") if start else (datetime.now(timezone.utc) + timedelta(days=1)).replace(
+        hour=2, minute=0, second=0, microsecond=0)
+    try:
+        book = store.routed_book()
+    except WaveError as error:
+        fail(str(error), 1)
+    waves = propose_plan(book, start=first, cadence_days=cadence_days, size_cap=size_cap)
+    plan_id, ids = store.save_plan(name, waves, os.environ.get("USER", "operator"))
+    _print_waves(store.waves(plan_id), f"Plan {plan_id}: {name} (drafts: approve each with `data-mash wave approve ID`)")
+    if output:
+        output.write_text(store.export_yaml(plan_id))
+        out.print(f"written to {output}", highlight=False)
+
+
+def _print_waves(waves, title: str) -> None:
+    table = Table(title=title)
+    for col in ("wave", "name", "target", "estimated", "cap", "starts", "status"):
+        table.add_column(col)
+    for w in waves:
+        table.add_row(w["wave_id"], w["name"], w["target"], f"{w['estimated']:,}", f"{w['size_cap']:,}",
+                      f"{w['scheduled_start']:%Y-%m-%d %H:%M}", w["status"] + (f" ({w['status_reason']})" if w["status_reason"] else ""))
+    out.print(table)
+
+
+@wave_app.command("list")
+def wave_list() -> None:
+    """Every wave of every plan."""
+    waves = _waves().waves()
+    if not waves:
+        out.print("No wave planned yet: `data-mash generate-plan`.")
+        return
+    _print_waves(waves, "Waves")
+
+
+@wave_app.command("show")
+def wave_show(wave_id: str = typer.Argument(...)) -> None:
+    """One wave: criteria, gates, schedule, status, candidates selected."""
+    from resources.wave_store import WaveError
+
+    try:
+        w = _waves().wave(wave_id)
+    except WaveError as error:
+        fail(str(error), 1)
+    table = Table(title=f"Wave {wave_id}", show_header=False)
+    for key in ("name", "target", "status", "status_reason", "estimated", "size_cap", "candidates", "scheduled_start",
+                "approved_by", "approved_at", "attempts"):
+        table.add_row(key, "" if w[key] is None else str(w[key]))
+    table.add_row("criteria", dumps_exact(w["criteria"]))
+    table.add_row("gates", dumps_exact(w["gates"]))
+    out.print(table)
+
+
+@wave_app.command("status")
+def wave_status(wave_id: str = typer.Argument(...)) -> None:
+    """A wave's status in one line (exit 1 if it failed or was rolled back)."""
+    from resources.wave_store import WaveError
+
+    try:
+        w = _waves().wave(wave_id)
+    except WaveError as error:
+        fail(str(error), 1)
+    out.print(f"{wave_id} {w['status']}" + (f": {w['status_reason']}" if w["status_reason"] else "")
+              + f" ({w['candidates']:,} candidates)", highlight=False)
+    if w["status"] in ("failed", "rolled_back"):
+        raise typer.Exit(1)
+
+
+@wave_app.command("approve")
+def wave_approve(
+    wave_id: str = typer.Argument(...),
+    by: str = typer.Option(os.environ.get("USER", "operator"), "--by", help="Who approves (default: $USER)."),
+) -> None:
+    """Approve a draft wave, through the WAL; `wave_schedule_sensor` launches it when its start comes."""
+    from dagster_project.environment import resources_for_environment
+    from resources.wave_store import WaveError
+
+    wal = resources_for_environment(resolved=True)["wal"].store()
+    intent = wal.begin(namespace="waves", operation="approve", target="waves.waves", key=f"waves:{wave_id}:approve",
+                       payload={"wave": wave_id, "by": by}, wave=wave_id)
+    try:
+        w = _waves().set_status(wave_id, "approved", allowed_from=("draft",), approved_by=by)
+    except WaveError as error:
+        wal.fail(intent, str(error))
+        fail(str(error), 1)
+    wal.commit(intent, {"status": "approved"})
+    out.print(f"{wave_id} approved by {by}; starts {w['scheduled_start']:%Y-%m-%d %H:%M} UTC (WAL intent {intent.id})",
+              highlight=False)
+
+
+@wave_app.command("execute")
+def wave_execute(wave_id: str = typer.Argument(...)) -> None:
+    """Run an approved wave now, through Dagster (instead of waiting for its start)."""
+    from dagster_project.runner import run_wave
+
+    with console.status(f"Running wave {wave_id} through Dagster…"):
+        run = run_wave(wave_id)
+    w = _waves().wave(wave_id)
+    out.print(f"wave {wave_id}: {w['candidates']:,} policies selected; run {run.run_id} "
+              + ("[green]succeeded[/]" if run.success else f"[red]FAILED[/]: {run.error}"))
+    if not run.success:
+        raise typer.Exit(1)
+
+
 wal_app = typer.Typer(help="The write-ahead log: replay, verify, recover, show.", no_args_is_help=True)
 app.add_typer(wal_app, name="wal")
 

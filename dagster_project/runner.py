@@ -257,6 +257,17 @@ def route(rules: Path | None = None, *, resources: dict | None = None,
     return RouteOutcome(run.run_id, run.success, run.error, by_target, by_system, conflicts)
 
 
+def run_wave(wave_id: str, *, resources: dict | None = None,
+             dagster_instance: dg.DagsterInstance | None = None) -> RunOutcome:
+    """Run one approved wave now, through Dagster (`run_wave_job`, partition = wave id)."""
+    from assets.waves import RUN_WAVE_JOB, WAVES_PARTITIONS
+
+    inst = dagster_instance or instance()
+    inst.add_dynamic_partitions(WAVES_PARTITIONS.name, [wave_id])
+    return _execute(RUN_WAVE_JOB, wave_id, resources, inst, "WARNING",
+                    {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
+
+
 def audit_key_columns(store: IntakeStore) -> dict[str, str]:
     """Staging tables that hold a policy id, and which column: the source's key column where the table has it."""
     from legacy.sources import list_sources

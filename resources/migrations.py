@@ -343,6 +343,55 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        8,
+        "waves: plans, waves with criteria, gates and status, candidates per wave",
+        (
+            "CREATE SCHEMA IF NOT EXISTS waves",
+            """
+            CREATE TABLE waves.plans (
+                plan_id    bigserial   PRIMARY KEY,
+                name       text        NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                created_by text        NOT NULL,
+                book       text        NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE waves.waves (
+                wave_id         text        PRIMARY KEY,
+                plan_id         bigint      NOT NULL REFERENCES waves.plans (plan_id),
+                number          integer     NOT NULL,
+                name            text        NOT NULL,
+                target          text        NOT NULL,
+                criteria        jsonb       NOT NULL,
+                size_cap        integer     NOT NULL CHECK (size_cap > 0),
+                scheduled_start timestamptz NOT NULL,
+                gates           jsonb       NOT NULL,
+                estimated       integer     NOT NULL,
+                status          text        NOT NULL DEFAULT 'draft' CHECK (status IN
+                                    ('draft', 'approved', 'running', 'completed', 'failed', 'rolled_back')),
+                status_reason   text,
+                attempts        integer     NOT NULL DEFAULT 0,
+                approved_by     text,
+                approved_at     timestamptz,
+                updated_at      timestamptz NOT NULL DEFAULT now(),
+                UNIQUE (plan_id, number)
+            )
+            """,
+            """
+            CREATE TABLE waves.candidates (
+                wave_id       text        NOT NULL REFERENCES waves.waves (wave_id),
+                policy_id     text        NOT NULL,
+                source_system text        NOT NULL,
+                dq_score      numeric(5,2),
+                selected_at   timestamptz NOT NULL,
+                wal_id        bigint,
+                PRIMARY KEY (wave_id, policy_id)
+            )
+            """,
+        ),
+    ),
 )
 
 

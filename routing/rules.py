@@ -845,3 +845,13 @@ def compare(current: pa.Table, candidate: pa.Table, top: int = 20) -> WhatIf:
                   only_current=only_cur, only_candidate=only_cand,
                   current_rule_set=_rule_set_label(current), candidate_rule_set=_rule_set_label(candidate),
                   _policy_id=ids, _from=f_t, _to=t_t)
+
+
+def selection_mask(condition: Any, policies: pa.Table, source: str = "<selection>") -> np.ndarray:
+    """Which policies a condition of the rule language selects (wave criteria use this): a boolean array.
+
+    The condition is validated exactly like a routing rule's (errors name `source`)."""
+    rule_set = parse_rule_set({"rule_set": "selection", "version": "0.0.0", "rules": [
+        {"name": "selected", "priority": 1, "condition": condition, "target": "new_platform"},
+        {"name": "not_selected", "priority": 2, "condition": True, "target": "dq_queue"}]}, source)
+    return np.asarray(evaluate(rule_set, policies).column("rule_name").to_numpy(zero_copy_only=False) == "selected")

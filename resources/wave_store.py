@@ -1,0 +1,119 @@
+"""Wave plans, waves and their candidates in PostgreSQL (`waves` schema)."""
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import yaml
+from sqlalchemy import Engine, text
+
+from resources.coexistence_store import CoexistenceStore
+from resources.database import psycopg_cursor
+from resources.intake_store import copy_arrow
+from routing.rules import selection_mask
+from routing.waves import WaveSpec
+
+
+class WaveError(ValueError):
+    """A wave operation that cannot be done (unknown wave, wrong status); the message says what to do."""
+
+
+class WaveStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def routed_book(self) -> pa.Table:
+        """The canonical book with each policy's routing decision (`target`), for planning."""
+        coexistence = CoexistenceStore(self.engine)
+        decisions = coexistence.current_decisions()
+        blocks = list(coexistence.read_book())
+        if not blocks or not decisions.num_rows:
+            raise WaveError("nothing to plan: ingest, map and route the book first (`data-mash demo` or `data-mash route`)")
+        book = pa.concat_tables(blocks)
+        routed = book.join(decisions.select(["policy_id", "target"]), "policy_id", join_type="inner")
+        return routed.sort_by("policy_id")  # planning and selection both go in policy id order
+
+    def save_plan(self, name: str, waves: list[WaveSpec], created_by: str) -> tuple[int, list[str]]:
+        with self.engine.begin() as conn:
+            book = json.dumps(CoexistenceStore(self.engine).book_drops())
+            plan_id = conn.execute(text("INSERT INTO waves.plans (name, created_by, book) VALUES (:n, :b, :book) "
+                                        "RETURNING plan_id"), {"n": name, "b": created_by, "book": book}).scalar_one()
+            ids = []
+            for w in waves:
+                wave_id = f"p{plan_id}-w{w.number:02d}"
+                conn.execute(text(
+                    "INSERT INTO waves.waves (wave_id, plan_id, number, name, target, criteria, size_cap, scheduled_start, "
+                    "gates, estimated) VALUES (:id, :plan, :num, :name, :target, CAST(:criteria AS jsonb), :cap, :start, "
+                    "CAST(:gates AS jsonb), :est)"),
+                    {"id": wave_id, "plan": plan_id, "num": w.number, "name": w.name, "target": w.target,
+                     "criteria": json.dumps(w.criteria), "cap": w.size_cap, "start": w.scheduled_start,
+                     "gates": json.dumps(w.gates), "est": w.estimated})
+                ids.append(wave_id)
+        return plan_id, ids
+
+    def waves(self, plan_id: int | None = None) -> list[dict]:
+        query = "SELECT * FROM waves.waves" + (" WHERE plan_id = :p" if plan_id else "") + " ORDER BY plan_id, number"
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(text(query), {"p": plan_id}).mappings()]
+
+    def wave(self, wave_id: str) -> dict:
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT * FROM waves.waves WHERE wave_id = :w"), {"w": wave_id}).mappings().one_or_none()
+            if row is None:
+                raise WaveError(f"no wave {wave_id!r}: see `data-mash wave list`")
+            count = conn.execute(text("SELECT count(*) FROM waves.candidates WHERE wave_id = :w"), {"w": wave_id}).scalar_one()
+        return {**dict(row), "candidates": count}
+
+    def export_yaml(self, plan_id: int) -> str:
+        waves = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in w.items()
+                  if k in ("wave_id", "number", "name", "target", "criteria", "size_cap", "scheduled_start", "gates",
+                           "estimated", "status")} for w in self.waves(plan_id)]
+        return yaml.safe_dump({"plan": plan_id, "waves": waves}, sort_keys=False, allow_unicode=True)
+
+    def set_status(self, wave_id: str, status: str, *, allowed_from: tuple[str, ...], reason: str | None = None,
+                   approved_by: str | None = None) -> dict:
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            row = conn.execute(text("SELECT status FROM waves.waves WHERE wave_id = :w FOR UPDATE"), {"w": wave_id}).one_or_none()
+            if row is None:
+                raise WaveError(f"no wave {wave_id!r}: see `data-mash wave list`")
+            if row[0] not in allowed_from:
+                raise WaveError(f"wave {wave_id} is {row[0]}; it must be {' or '.join(allowed_from)} to become {status}")
+            conn.execute(text(
+                "UPDATE waves.waves SET status = :s, status_reason = :r, updated_at = :now, "
+                "approved_by = coalesce(:by, approved_by), approved_at = CASE WHEN :by IS NULL THEN approved_at ELSE :now END, "
+                "attempts = attempts + CASE WHEN :s = 'running' THEN 1 ELSE 0 END WHERE wave_id = :w"),
+                {"s": status, "r": reason, "now": now, "by": approved_by, "w": wave_id})
+        return self.wave(wave_id)
+
+    def due(self, now: datetime | None = None) -> list[dict]:
+        """Approved waves whose scheduled start has come."""
+        now = now or datetime.now(timezone.utc)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(text(
+                "SELECT wave_id, attempts FROM waves.waves WHERE status = 'approved' AND scheduled_start <= :now "
+                "ORDER BY scheduled_start, wave_id"), {"now": now}).mappings()]
+
+    def select_candidates(self, wave_id: str, wal_id: int | None) -> int:
+        """Choose the wave's policies: routed to its target, still on their legacy system and in no other wave,
+        matching its criteria, up to its size cap (by policy id). Replaces an earlier selection of the wave."""
+        wave = self.wave(wave_id)
+        book = self.routed_book()
+        chosen = book.filter(pa.array(selection_mask(wave["criteria"], book, f"wave {wave_id} criteria")
+                                      & np.asarray(book.column("target").to_numpy(zero_copy_only=False) == wave["target"])))
+        now = datetime.now(timezone.utc)
+        with psycopg_cursor(self.engine) as cur:
+            cur.execute("DELETE FROM waves.candidates WHERE wave_id = %s", (wave_id,))
+            cur.execute("CREATE TEMP TABLE chosen (policy_id text PRIMARY KEY, source_system text, dq_score numeric(5,2)) "
+                        "ON COMMIT DROP")
+            copy_arrow(cur, "pg_temp", "chosen", chosen.select(["policy_id", "source_system", "dq_score"]))
+            cur.execute("""
+                INSERT INTO waves.candidates (wave_id, policy_id, source_system, dq_score, selected_at, wal_id)
+                SELECT %s, c.policy_id, c.source_system, c.dq_score, %s, %s
+                FROM chosen c JOIN coexistence.registry r USING (policy_id)
+                WHERE r.system_of_record <> 'new_platform' AND (r.wave IS NULL OR r.wave = %s)
+                  AND NOT EXISTS (SELECT 1 FROM waves.candidates o WHERE o.policy_id = c.policy_id AND o.wave_id <> %s)
+                ORDER BY c.policy_id LIMIT %s
+                """, (wave_id, now, wal_id, wave_id, wave_id, wave["size_cap"]))
+            return cur.rowcount

@@ -1,0 +1,76 @@
+"""Wave plans through approval, the schedule sensor and candidate selection, on a real PostgreSQL."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+import yaml
+from sqlalchemy import text
+
+from dagster_project.definitions import build_definitions
+from dagster_project.runner import ingest, route, run_wave
+from resources.wave_store import WaveError, WaveStore
+from routing.waves import propose_plan
+from tests.book import sample_book
+
+
+@pytest.fixture
+def instance(home):
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def planned(resources, engine, instance):
+    book = sample_book()
+    for source in ("mainframe_life", "pc_csv"):
+        assert ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance).success
+    assert route(resources=resources, dagster_instance=instance).success
+    store = WaveStore(engine)
+    waves = propose_plan(store.routed_book(), start=datetime.now(timezone.utc) - timedelta(hours=1), size_cap=60)
+    plan_id, ids = store.save_plan("test plan", waves, "tester")
+    return store, plan_id, ids
+
+
+def test_a_plan_is_stored_and_exported(planned):
+    store, plan_id, ids = planned
+    assert len(ids) >= 3 and ids[0] == f"p{plan_id}-w00"
+    exported = yaml.safe_load(store.export_yaml(plan_id))
+    assert [w["wave_id"] for w in exported["waves"]] == ids
+    assert all(w["status"] == "draft" and w["size_cap"] == 60 for w in exported["waves"])
+
+
+def test_only_approved_due_waves_are_launched_by_the_sensor(planned, resources, instance):
+    store, plan_id, ids = planned
+    sensor = build_definitions(resources=resources).resolve_sensor_def("wave_schedule_sensor")
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        assert isinstance(sensor(context), dg.SkipReason)
+    store.set_status(ids[0], "approved", allowed_from=("draft",), approved_by="tester")
+    with pytest.raises(WaveError, match="must be draft"):
+        store.set_status(ids[0], "approved", allowed_from=("draft",), approved_by="tester")
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = sensor(context)
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [(ids[0], f"{ids[0]}:attempt-1")]
+    assert result.dynamic_partitions_requests[0].partition_keys == [ids[0]]
+
+
+def test_a_wave_selects_its_policies_once_and_the_next_wave_excludes_them(planned, resources, engine, instance):
+    store, plan_id, ids = planned
+    for wave_id in ids[:2]:
+        store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="tester")
+    first = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    assert first.success, first.error
+    again = run_wave(ids[0], resources=resources, dagster_instance=instance)  # a rerun replaces its selection
+    assert again.success
+    assert run_wave(ids[1], resources=resources, dagster_instance=instance).success
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.wave_id, c.policy_id, d.target, r.system_of_record, p.status, p.dq_score, p.line_of_business "
+            "FROM waves.candidates c JOIN routing.decisions d USING (policy_id) "
+            "JOIN coexistence.registry r USING (policy_id) JOIN canonical.policies p USING (policy_id)")).all()
+    by_wave = {w: [r for r in rows if r.wave_id == w] for w in ids[:2]}
+    assert 0 < len(by_wave[ids[0]]) <= 60
+    assert all(r.target == "new_platform" and r.system_of_record != "new_platform" for r in rows)
+    assert all(r.status == "in_force" and r.dq_score >= 99 for r in by_wave[ids[0]])  # wave 0's criteria
+    assert not {r.policy_id for r in by_wave[ids[0]]} & {r.policy_id for r in by_wave[ids[1]]}
+    assert store.wave(ids[0])["status"] == "running" and store.wave(ids[0])["attempts"] == 2
