@@ -47,6 +47,57 @@ def wave_candidates(context: dg.AssetExecutionContext, database: DatabaseResourc
     })
 
 
+GATES = ("completeness", "dq_score", "mapping_confidence", "business_rules")
+GATE_DESCRIPTIONS = {
+    "completeness": "Share of candidates with every required canonical field, at least the wave's threshold.",
+    "dq_score": "Mean data-quality score at least the wave's threshold, and no candidate below its minimum.",
+    "mapping_confidence": "Confidence of the mappings that produced the candidates, weighted by candidates.",
+    "business_rules": ("Great Expectations suite: unique policy ids, premium not negative, expiration after "
+                       "effective, known status and line codes, coverage limit at least deductible, known coverage types."),
+}
+
+
+def _gate_markdown(result) -> str:
+    if result.detail:
+        lines = ["| rule | table | column | failing | e.g. policies |", "|---|---|---|---:|---|"]
+        lines += [f"| {d['expectation']} | {d['table']} | {d['column']} | {d['failing']} | {', '.join(d['examples'])} |"
+                  for d in result.detail]
+        return "\n".join(lines)
+    return ", ".join(result.examples) or "none"
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(f"waves_candidates_{g}", asset=CANDIDATES, blocking=True, description=GATE_DESCRIPTIONS[g])
+           for g in GATES],
+    name="wave_gates",
+)
+def wave_gates(context: dg.AssetCheckExecutionContext, database: DatabaseResource):
+    """The wave's quality gates, on its candidates. A failed gate stops the wave before anything is loaded."""
+    from canonical.mapping import load_mapping, mapping_for_source
+    from routing.gates import evaluate_gates
+
+    wave_id = context.run.tags.get("dagster/partition")
+    store = WaveStore(database.engine())
+    wave = store.wave(wave_id)
+    policies, coverages = store.candidate_records(wave_id)
+    confidence = {s: load_mapping(mapping_for_source(s)).confidence("policies")
+                  for s in sorted(policies["source_system"].dropna().unique())}
+    results = evaluate_gates(policies, coverages, wave["gates"], confidence)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        store.set_status(wave_id, "failed", allowed_from=("running",),
+                         reason="gate failed: " + "; ".join(r.description for r in failed)[:2000])
+    for r in results:
+        yield dg.AssetCheckResult(
+            check_name=f"waves_candidates_{r.name}",
+            passed=r.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=r.description,
+            metadata={"observed": dg.MetadataValue.json(r.observed), "threshold": dg.MetadataValue.json(r.threshold),
+                      "failing_policies": r.failing, "failures": dg.MetadataValue.md(_gate_markdown(r))},
+        )
+
+
 RUN_WAVE_JOB = "run_wave_job"
 run_wave_job = dg.define_asset_job(RUN_WAVE_JOB, selection=dg.AssetSelection.groups("waves"),
                                    description="Run one approved wave (a partition of `waves`).")

@@ -7,7 +7,7 @@ import dagster as dg
 from assets.canonical import build_canonical_assets
 from assets.legacy import build_intake_assets
 from assets.routing import build_routing_assets
-from assets.waves import build_wave_schedule_sensor, run_wave_job, wave_candidates
+from assets.waves import build_wave_schedule_sensor, run_wave_job, wave_candidates, wave_gates
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import build_ingest_job, build_map_job, build_route_job
 from dagster_project.sensors import build_landing_sensor, build_wal_recovery_sensor
@@ -27,6 +27,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     policy_keys = [a.key for a in assets if a.key.path[0] == "canonical" and a.key.path[-1] == "policies"]
     assets += build_routing_assets(policy_keys)
     assets.append(wave_candidates)
+    checks.append(wave_gates)
     jobs += [build_route_job(), run_wave_job]
     return dg.Definitions(
         assets=assets,

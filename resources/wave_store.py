@@ -95,6 +95,22 @@ class WaveStore:
                 "SELECT wave_id, attempts FROM waves.waves WHERE status = 'approved' AND scheduled_start <= :now "
                 "ORDER BY scheduled_start, wave_id"), {"now": now}).mappings()]
 
+    def candidate_records(self, wave_id: str):
+        """The canonical policies and coverages of a wave's candidates (pandas), for its gates."""
+        import pandas as pd
+
+        drops = CoexistenceStore(self.engine).book_drops()
+        with self.engine.connect() as conn:
+            policies = pd.read_sql(text(
+                "SELECT p.* FROM waves.candidates c JOIN canonical.policies p "
+                "ON p.policy_id = c.policy_id AND p.drop_key = ANY(:drops) WHERE c.wave_id = :w ORDER BY p.policy_id"),
+                conn, params={"w": wave_id, "drops": drops})
+            coverages = pd.read_sql(text(
+                "SELECT v.* FROM waves.candidates c JOIN canonical.coverages v "
+                "ON v.policy_id = c.policy_id AND v.drop_key = ANY(:drops) WHERE c.wave_id = :w ORDER BY v.policy_id"),
+                conn, params={"w": wave_id, "drops": drops})
+        return policies, coverages
+
     def select_candidates(self, wave_id: str, wal_id: int | None) -> int:
         """Choose the wave's policies: routed to its target, still on their legacy system and in no other wave,
         matching its criteria, up to its size cap (by policy id). Replaces an earlier selection of the wave."""
