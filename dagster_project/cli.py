@@ -282,14 +282,37 @@ def demo(
     with console.status("Routing the canonical book through Dagster…"):
         routed = run_route()
     _print_route(routed)
+    wave_ok = _demo_wave(max(1000, policies // 10))
     report = resources["wal"].store().verify()
     state = "[green]intact[/]" if report.ok else f"[red]ALTERED[/]: {report.problems[0]}"
     out.print(f"WAL: every change above (files staged, tables mapped, book routed, registry updated) was a committed "
               f"intent first; {report.intents:,} intents, {report.entries:,} entries in {report.chains} hash chains, "
               f"{state}. Try `data-mash wal replay --namespace routing` or `data-mash where <policy id>`.")
     out.print(f"Done in {time.perf_counter() - started:.1f} s. See the runs, lineage and profiles in the Dagster UI: `make ui`.")
-    if not all(o.success for o in outcomes) or not routed.success:
+    if not all(o.success for o in outcomes) or not routed.success or not wave_ok:
         raise typer.Exit(1)
+
+
+def _demo_wave(size_cap: int) -> bool:
+    """Plan waves over the routed book, approve wave 0 and run it through its gates."""
+    from datetime import datetime, timezone
+
+    from dagster_project.runner import run_wave
+    from routing.waves import propose_plan
+
+    store = _waves()
+    waves = propose_plan(store.routed_book(), start=datetime.now(timezone.utc), size_cap=size_cap)
+    plan_id, ids = store.save_plan("demo plan", waves, "demo")
+    _print_waves(store.waves(plan_id), f"Plan {plan_id}: proposed waves (size cap {size_cap:,})")
+    store.set_status(ids[0], "approved", allowed_from=("draft",), approved_by="demo")
+    with console.status(f"Running wave {ids[0]} through Dagster…"):
+        run = run_wave(ids[0])
+    wave = store.wave(ids[0])
+    verdict = ("[green]passed every gate[/] (completeness, DQ score, mapping confidence, business rules)" if run.success
+               else f"[red]stopped by its gates[/]: {wave['status_reason']}")
+    out.print(f"Wave {ids[0]}: {wave['candidates']:,} policies selected, {verdict}. Loading them into the new "
+              "platform, reconciliation and rollback come next.", highlight=False)
+    return run.success
 
 
 def _source_columns(source_name: str, drop_dir: Path | None = None) -> dict[str, set[str]]:

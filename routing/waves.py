@@ -73,15 +73,20 @@ def propose_plan(book: pa.Table, *, start: datetime, cadence_days: int = 7, size
             if s["values"] is None:
                 continue
             if group and count + s["counts"] > size_cap:
-                add(f"{lob.replace('_', ' ').title()} ({', '.join(group)})", _by_states(lob, group),
+                add(_wave_name(lob, group), _by_states(lob, group),
                     lob_mask & selection_mask(_by_states(lob, group), book, f"{lob} criteria"))
                 group, count = [], 0
             group.append(s["values"])
             count += s["counts"]
         if group:
-            add(f"{lob.replace('_', ' ').title()} ({', '.join(group)})", _by_states(lob, group),
+            add(_wave_name(lob, group), _by_states(lob, group),
                 lob_mask & selection_mask(_by_states(lob, group), book, f"{lob} criteria"))
     return waves
+
+
+def _wave_name(lob: str, states: list[str]) -> str:
+    shown = ", ".join(states[:5]) + (f" +{len(states) - 5} more states" if len(states) > 5 else "")
+    return f"{lob.replace('_', ' ').title()} ({shown})"
 
 
 def _by_states(lob: str, states: list[str]) -> dict:
