@@ -404,7 +404,7 @@ def validate_mapping(file: Path = typer.Argument(..., exists=True, dir_okay=Fals
     unmapped = sorted(set(V1_TABLES) - set(mapping.spec.tables))
     if unmapped:
         out.print(f"canonical tables this mapping does not fill: {', '.join(unmapped)}", highlight=False)
-    out.print(f"mean confidence: " + ", ".join(f"{t} {mapping.confidence(t):.2f}" for t in mapping.spec.tables),
+    out.print("mean confidence: " + ", ".join(f"{t} {mapping.confidence(t):.2f}" for t in mapping.spec.tables),
               highlight=False)
     if mapping.spec.draft:
         out.print("[yellow]draft[/]: review it and set `draft: false` before use")

@@ -1401,7 +1401,6 @@ def _enc_text(f: Field, values: Any, n: int, codec: _Codec) -> tuple[np.ndarray,
 
 
 def _enc_zoned(f: Field, v: np.ndarray, codec: _Codec) -> np.ndarray:
-    n = len(v)
     neg = v < 0
     D = _int_digits(np.where(neg, -v, v), f.digits)
     body = codec.digit_bytes[D]

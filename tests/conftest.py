@@ -89,3 +89,26 @@ def resources(database_url, home):
 @pytest.fixture
 def engine(resources):
     return resources["database"].engine()
+
+
+@pytest.fixture
+def instance(home):
+    """A real, temporary Dagster instance (runs, events, dynamic partitions)."""
+    import dagster as dg
+
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def routed_book(resources, engine, instance):
+    """The sample book ingested and mapped for both sources (drop day-1), then routed through Dagster."""
+    from dagster_project.runner import ingest, route
+    from tests.book import sample_book
+
+    book = sample_book()
+    for source in ("mainframe_life", "pc_csv"):
+        assert ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance).success
+    outcome = route(resources=resources, dagster_instance=instance)
+    assert outcome.success, outcome.error
+    return outcome

@@ -16,12 +16,6 @@ from tests.book import expected_quarantine, manifest, sample_book
 SOURCES = ["mainframe_life", "pc_csv"]
 
 
-@pytest.fixture
-def instance(home):
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def quarantined(engine, source, drop_id) -> set[tuple[str, int, str]]:
     with engine.connect() as conn:
         rows = conn.execute(

@@ -1,6 +1,5 @@
 """Mapping the sample book to the canonical model on a real PostgreSQL, through Dagster."""
 
-import dagster as dg
 import pytest
 from sqlalchemy import text
 
@@ -13,12 +12,6 @@ SOURCES = ["mainframe_life", "pc_csv"]
 POLICY_FILES = {"mainframe_life": "POLMAST.dat", "pc_csv": "policies.csv"}
 COVERAGE_FILES = {"mainframe_life": "COVERAGE.dat", "pc_csv": "coverages.csv"}
 PREMIUM = {"mainframe_life": ("modal_premium", "modal_premium"), "pc_csv": ("annual_prem", "annual_premium")}
-
-
-@pytest.fixture
-def instance(home):
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def mapped(engine, source):

@@ -2,14 +2,12 @@
 
 import textwrap
 
-import dagster as dg
 import pyarrow as pa
 import pytest
 from sqlalchemy import text
 
-from dagster_project.runner import ingest, route
+from dagster_project.runner import route
 from resources.coexistence_store import CoexistenceStore
-from tests.book import sample_book
 
 ALL_TO = """
 rule_set: everything_to_{target}
@@ -23,19 +21,8 @@ rules:
 
 
 @pytest.fixture
-def instance(home):
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def routed(resources, engine, instance):
-    book = sample_book()
-    for source in ("mainframe_life", "pc_csv"):
-        assert ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance).success
-    outcome = route(resources=resources, dagster_instance=instance)
-    assert outcome.success, outcome.error
-    return outcome
+def routed(routed_book):
+    return routed_book
 
 
 def rules_file(tmp_path, target: str, version: str):

@@ -18,12 +18,6 @@ from resources.wal import WalStore, WriteAheadLog
 from tests.book import manifest, sample_book
 
 
-@pytest.fixture
-def instance(home):
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def probe_asset(behaviour: str, key: str = "probe-key"):
     """A tiny asset that writes through the WAL and records what another connection saw meanwhile."""
     seen: dict = {}

@@ -8,24 +8,13 @@ import yaml
 from sqlalchemy import text
 
 from dagster_project.definitions import build_definitions
-from dagster_project.runner import ingest, route, run_wave
+from dagster_project.runner import run_wave
 from resources.wave_store import WaveError, WaveStore
 from routing.waves import propose_plan
-from tests.book import sample_book
 
 
 @pytest.fixture
-def instance(home):
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def planned(resources, engine, instance):
-    book = sample_book()
-    for source in ("mainframe_life", "pc_csv"):
-        assert ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance).success
-    assert route(resources=resources, dagster_instance=instance).success
+def planned(routed_book, engine):
     store = WaveStore(engine)
     waves = propose_plan(store.routed_book(), start=datetime.now(timezone.utc) - timedelta(hours=1), size_cap=60)
     plan_id, ids = store.save_plan("test plan", waves, "tester")
