@@ -74,9 +74,9 @@ def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resource
     path = path.resolve()
     if path.is_dir():
         find_drop_files(source, path)  # fail early, naming the missing file, before anything moves
-    digest = content_hash(path) if path.is_dir() else None
-    drop_id = valid_drop_id(drop_id or default_drop_id(path, digest or "single"))
-    drop = landing.place(source.name, drop_id, path)
+    if drop_id is None:  # name the drop after its content; the landed copy's hash below is the one recorded
+        drop_id = default_drop_id(path, content_hash(path) if path.is_dir() else "single")
+    drop = landing.place(source.name, valid_drop_id(drop_id), path)
     digest = content_hash(drop.path)
     files = {kind: str(p.name) for kind, p in find_drop_files(source, drop.path).items()}
     store = IntakeStore(database.engine())

@@ -9,18 +9,17 @@ canonical policies) are found set-wise in SQL after the COPY and moved to `canon
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from psycopg import sql
 from sqlalchemy import Engine, text
 
 from canonical.tables import V1_TABLES
 from resources.database import psycopg_cursor
-from resources.intake_store import copy_arrow, partition_name, replace_partition, sql_name, staging_table_name
+from resources.intake_store import (copy_arrow, copy_to_arrow, partition_name, replace_partition, sql_name,
+                                    staging_table_name)
 
 
 def drop_key(source: str, drop_id: str) -> str:
@@ -48,9 +47,7 @@ class CanonicalStore:
         """A drop's staged rows in record order, as Arrow blocks with the source's own column names."""
         part = partition_name(staging_table_name(source, kind), drop_id)
         names = [sql_name(n) for n, _ in columns]
-        types = {"record_no": pa.int64(), **{n: t for n, t in columns}}
-        options = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False)
-        read = pacsv.ReadOptions(column_names=["record_no", *[n for n, _ in columns]])
+        typed = [("record_no", pa.int64()), *columns]
         last = 0
         with psycopg_cursor(self.engine) as cur:
             # one read transaction: a consistent view of the drop
@@ -59,14 +56,9 @@ class CanonicalStore:
                                 "LIMIT {}) TO STDOUT (FORMAT csv)").format(
                     sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(part),
                     sql.Literal(last), sql.Literal(block))
-                buffer = io.BytesIO()
-                with cur.copy(query) as copy:
-                    for chunk in copy:
-                        buffer.write(chunk)
-                if not buffer.tell():
+                table = copy_to_arrow(cur, query, typed)
+                if not table.num_rows:
                     return
-                buffer.seek(0)
-                table = pacsv.read_csv(buffer, read_options=read, convert_options=options)
                 yield table
                 last = table.column("record_no")[-1].as_py()
                 if table.num_rows < block:
@@ -108,16 +100,8 @@ class CanonicalStore:
                         "TO STDOUT (FORMAT csv)").format(
             key=sql.Identifier(sql_name(key_col)), agg=expr.format(sql.Identifier(sql_name(value_col))),
             part=sql.Identifier(part))
-        buffer = io.BytesIO()
-        with psycopg_cursor(self.engine) as cur, cur.copy(query) as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-        if not buffer.tell():
-            return pa.table({"key": pa.array([], pa.string()), "value": pa.array([], out_type)})
-        buffer.seek(0)
-        return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=["key", "value"]),
-                              convert_options=pacsv.ConvertOptions(column_types={"key": pa.string(), "value": out_type},
-                                                                   quoted_strings_can_be_null=False))
+        with psycopg_cursor(self.engine) as cur:
+            return copy_to_arrow(cur, query, [("key", pa.string()), ("value", out_type)])
 
     def load_table(self, *, source: str, drop_id: str, table: str, mapping, blocks: Iterable,
                    wal_id: int | None) -> CanonicalLoad:

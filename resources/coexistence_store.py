@@ -13,18 +13,16 @@ rules on the same book twice leaves decisions, registry and history exactly as t
 """
 
 import hashlib
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from psycopg import sql
 from sqlalchemy import Engine, text
 
 from canonical.tables import POLICIES
-from resources.intake_store import copy_arrow
+from resources.intake_store import copy_arrow, copy_to_arrow
 from resources.database import psycopg_cursor
 
 NEW_PLATFORM = "new_platform"
@@ -78,8 +76,6 @@ class CoexistenceStore:
         if not drops:
             return
         names = [n for n, _ in BOOK_COLUMNS]
-        options = pacsv.ConvertOptions(column_types=dict(BOOK_COLUMNS), strings_can_be_null=True,
-                                       quoted_strings_can_be_null=False)
         last = ""
         with psycopg_cursor(self.engine) as cur:
             while True:
@@ -87,15 +83,9 @@ class CoexistenceStore:
                                 "ORDER BY policy_id LIMIT {}) TO STDOUT (FORMAT csv)").format(
                     sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Literal(drops), sql.Literal(last),
                     sql.Literal(block))
-                buffer = io.BytesIO()
-                with cur.copy(query) as copy:
-                    for chunk in copy:
-                        buffer.write(chunk)
-                if not buffer.tell():
+                table = copy_to_arrow(cur, query, BOOK_COLUMNS)
+                if not table.num_rows:
                     return
-                buffer.seek(0)
-                table = pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=names),
-                                       convert_options=options)
                 yield table
                 last = table.column("policy_id")[-1].as_py()
                 if table.num_rows < block:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +71,27 @@ def copy_arrow(cur, schema: str, table: str, frame: pa.Table) -> None:
     pacsv.write_csv(frame, buffer, write_options=pacsv.WriteOptions(include_header=False))
     with cur.copy(statement) as copy:
         copy.write(buffer.getvalue())
+
+
+def copy_to_arrow(cur, query, columns: list[tuple[str, pa.DataType]]) -> pa.Table:
+    """Run `COPY (SELECT ...) TO STDOUT (FORMAT csv)` and read the rows as Arrow with these names and types.
+
+    Exact both ways: decimals parse from their text, an unquoted empty field is NULL and a quoted empty
+    string stays an empty string.
+    """
+    buffer = io.BytesIO()
+    with cur.copy(query) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    if not buffer.tell():
+        return pa.schema(columns).empty_table()
+    buffer.seek(0)
+    return pacsv.read_csv(
+        buffer,
+        read_options=pacsv.ReadOptions(column_names=[name for name, _ in columns]),
+        convert_options=pacsv.ConvertOptions(column_types=dict(columns), strings_can_be_null=True,
+                                             quoted_strings_can_be_null=False),
+    )
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -328,13 +349,3 @@ class IntakeStore:
             non_null, distinct, lo, hi = row[1 + 4 * i: 5 + 4 * i]
             stats[name] = {"rows": total, "nulls": total - non_null, "distinct": distinct, "min": lo, "max": hi}
         return stats
-
-    def iter_staged(self, source: str, kind: str, drop_id: str, batch: int = 50_000) -> Iterator[list[dict]]:
-        """Stream a drop's staged rows (server-side cursor), for tests and downstream readers."""
-        part = partition_name(staging_table_name(source, kind), drop_id)
-        from psycopg.rows import dict_row
-
-        with psycopg_cursor(self.engine, name="iter_staged", row_factory=dict_row) as cur:
-            cur.execute(sql.SQL("SELECT * FROM staging.{} ORDER BY record_no").format(sql.Identifier(part)))
-            while rows := cur.fetchmany(batch):
-                yield rows

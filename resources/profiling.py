@@ -11,7 +11,7 @@ from sqlalchemy import text
 from legacy.profile import FileProfile, PatternSampler, build_profile
 from legacy.sources import SourceConfig, output_columns
 from resources.database import psycopg_cursor
-from resources.intake_store import IntakeStore, partition_name, sql_name, staging_table_name
+from resources.intake_store import IntakeStore, copy_to_arrow, partition_name, sql_name, staging_table_name
 
 
 def profile_staged_drop(store: IntakeStore, source: SourceConfig, drop_id: str, sample_rows: int = 100_000) -> list[FileProfile]:
@@ -46,12 +46,9 @@ def profile_staged_drop(store: IntakeStore, source: SourceConfig, drop_id: str, 
 def _sample(store: IntakeStore, source: str, kind: str, drop_id: str, columns, limit: int) -> pa.Table:
     part = partition_name(staging_table_name(source, kind), drop_id)
     names = [sql_name(n) for n, _ in columns]
-    query = sql.SQL("SELECT {} FROM staging.{} ORDER BY record_no LIMIT {}").format(
+    query = sql.SQL("COPY (SELECT {} FROM staging.{} ORDER BY record_no LIMIT {}) TO STDOUT (FORMAT csv)").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
         sql.Identifier(part), sql.Literal(limit),
     )
     with psycopg_cursor(store.engine) as cur:
-        cur.execute(query)
-        rows = cur.fetchall()
-    data = list(zip(*rows)) if rows else [[] for _ in columns]
-    return pa.table({name: pa.array(list(values), pa.string()) for (name, _), values in zip(columns, data)})
+        return copy_to_arrow(cur, query, [(name, pa.string()) for name, _ in columns])
