@@ -298,11 +298,9 @@ def _demo_wave(size_cap: int) -> bool:
     from datetime import datetime, timezone
 
     from dagster_project.runner import run_wave
-    from routing.waves import propose_plan
 
     store = _waves()
-    waves = propose_plan(store.routed_book(), start=datetime.now(timezone.utc), size_cap=size_cap)
-    plan_id, ids = store.save_plan("demo plan", waves, "demo")
+    plan_id, ids = store.plan("demo plan", "demo", start=datetime.now(timezone.utc), size_cap=size_cap)
     _print_waves(store.waves(plan_id), f"Plan {plan_id}: proposed waves (size cap {size_cap:,})")
     store.set_status(ids[0], "approved", allowed_from=("draft",), approved_by="demo")
     with console.status(f"Running wave {ids[0]} through Dagster…"):
@@ -657,21 +655,28 @@ def generate_plan(
     from datetime import datetime, timedelta, timezone
 
     from resources.wave_store import WaveError
-    from routing.waves import propose_plan
 
     store = _waves()
     first = _when(start, "--start") if start else (datetime.now(timezone.utc) + timedelta(days=1)).replace(
         hour=2, minute=0, second=0, microsecond=0)
     try:
-        book = store.routed_book()
+        plan_id, ids = store.plan(name, os.environ.get("USER", "operator"), start=first, size_cap=size_cap,
+                                  cadence_days=cadence_days)
     except WaveError as error:
         fail(str(error), 1)
-    waves = propose_plan(book, start=first, cadence_days=cadence_days, size_cap=size_cap)
-    plan_id, ids = store.save_plan(name, waves, os.environ.get("USER", "operator"))
     _print_waves(store.waves(plan_id), f"Plan {plan_id}: {name} (drafts: approve each with `data-mash wave approve ID`)")
     if output:
         output.write_text(store.export_yaml(plan_id))
         out.print(f"written to {output}", highlight=False)
+
+
+def _wave_or_fail(wave_id: str) -> dict:
+    from resources.wave_store import WaveError
+
+    try:
+        return _waves().wave(wave_id)
+    except WaveError as error:
+        fail(str(error), 1)
 
 
 def _print_waves(waves, title: str) -> None:
@@ -697,12 +702,7 @@ def wave_list() -> None:
 @wave_app.command("show")
 def wave_show(wave_id: str = typer.Argument(...)) -> None:
     """One wave: criteria, gates, schedule, status, candidates selected."""
-    from resources.wave_store import WaveError
-
-    try:
-        w = _waves().wave(wave_id)
-    except WaveError as error:
-        fail(str(error), 1)
+    w = _wave_or_fail(wave_id)
     table = Table(title=f"Wave {wave_id}", show_header=False)
     for key in ("name", "target", "status", "status_reason", "estimated", "size_cap", "candidates", "scheduled_start",
                 "approved_by", "approved_at", "attempts"):
@@ -715,12 +715,7 @@ def wave_show(wave_id: str = typer.Argument(...)) -> None:
 @wave_app.command("status")
 def wave_status(wave_id: str = typer.Argument(...)) -> None:
     """A wave's status in one line (exit 1 if it failed or was rolled back)."""
-    from resources.wave_store import WaveError
-
-    try:
-        w = _waves().wave(wave_id)
-    except WaveError as error:
-        fail(str(error), 1)
+    w = _wave_or_fail(wave_id)
     out.print(f"{wave_id} {w['status']}" + (f": {w['status_reason']}" if w["status_reason"] else "")
               + f" ({w['candidates']:,} candidates)", highlight=False)
     if w["status"] in ("failed", "rolled_back"):

@@ -18,8 +18,8 @@ from sqlalchemy import Engine, text
 
 from canonical.tables import V1_TABLES
 from resources.database import psycopg_cursor
-from resources.intake_store import (copy_arrow, copy_to_arrow, partition_name, replace_partition, sql_name,
-                                    staging_table_name)
+from resources.intake_store import (copy_arrow, copy_to_arrow, iter_copy_blocks, partition_name, replace_partition,
+                                    sql_name, staging_table_name)
 
 
 def drop_key(source: str, drop_id: str) -> str:
@@ -47,22 +47,12 @@ class CanonicalStore:
         """A drop's staged rows in record order, as Arrow blocks with the source's own column names."""
         part = partition_name(staging_table_name(source, kind), drop_id)
         names = [sql_name(n) for n, _ in columns]
-        typed = [("record_no", pa.int64()), *columns]
-        last = 0
-        with psycopg_cursor(self.engine) as cur:
-            # one read transaction: a consistent view of the drop
-            while True:
-                query = sql.SQL("COPY (SELECT record_no, {} FROM staging.{} WHERE record_no > {} ORDER BY record_no "
-                                "LIMIT {}) TO STDOUT (FORMAT csv)").format(
-                    sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(part),
-                    sql.Literal(last), sql.Literal(block))
-                table = copy_to_arrow(cur, query, typed)
-                if not table.num_rows:
-                    return
-                yield table
-                last = table.column("record_no")[-1].as_py()
-                if table.num_rows < block:
-                    return
+        fields = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        return iter_copy_blocks(
+            self.engine,
+            lambda last: sql.SQL("SELECT record_no, {} FROM staging.{} WHERE record_no > {} ORDER BY record_no").format(
+                fields, sql.Identifier(part), sql.Literal(last)),
+            [("record_no", pa.int64()), *columns], "record_no", 0, block)
 
     def record_mapping(self, mapping) -> str:
         """Register the model version and store the mapping file in the registry; returns the model's schema hash."""

@@ -22,7 +22,7 @@ from psycopg import sql
 from sqlalchemy import Engine, text
 
 from canonical.tables import POLICIES
-from resources.intake_store import copy_arrow, copy_to_arrow
+from resources.intake_store import copy_arrow, iter_copy_blocks
 from resources.database import psycopg_cursor
 
 NEW_PLATFORM = "new_platform"
@@ -75,21 +75,12 @@ class CoexistenceStore:
         drops = self.book_drops()
         if not drops:
             return
-        names = [n for n, _ in BOOK_COLUMNS]
-        last = ""
-        with psycopg_cursor(self.engine) as cur:
-            while True:
-                query = sql.SQL("COPY (SELECT {} FROM canonical.policies WHERE drop_key = ANY({}) AND policy_id > {} "
-                                "ORDER BY policy_id LIMIT {}) TO STDOUT (FORMAT csv)").format(
-                    sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Literal(drops), sql.Literal(last),
-                    sql.Literal(block))
-                table = copy_to_arrow(cur, query, BOOK_COLUMNS)
-                if not table.num_rows:
-                    return
-                yield table
-                last = table.column("policy_id")[-1].as_py()
-                if table.num_rows < block:
-                    return
+        fields = sql.SQL(", ").join(sql.Identifier(n) for n, _ in BOOK_COLUMNS)
+        yield from iter_copy_blocks(
+            self.engine,
+            lambda last: sql.SQL("SELECT {} FROM canonical.policies WHERE drop_key = ANY({}) AND policy_id > {} "
+                                 "ORDER BY policy_id").format(fields, sql.Literal(drops), sql.Literal(last)),
+            BOOK_COLUMNS, "policy_id", "", block)
 
     def current_decisions(self) -> pa.Table:
         with self.engine.connect() as conn:

@@ -94,6 +94,25 @@ def copy_to_arrow(cur, query, columns: list[tuple[str, pa.DataType]]) -> pa.Tabl
     )
 
 
+def iter_copy_blocks(engine, select, columns: list[tuple[str, pa.DataType]], key: str, after, block: int):
+    """Stream a query's rows as Arrow blocks of `block` rows, paging on `key` (keyset: `key > last` each time).
+
+    `select(last)` returns the SELECT (a psycopg `sql.Composable`) for the rows after `last`, ordered by `key`.
+    One read transaction, so every block sees the same state.
+    """
+    with psycopg_cursor(engine) as cur:
+        last = after
+        while True:
+            query = sql.SQL("COPY ({} LIMIT {}) TO STDOUT (FORMAT csv)").format(select(last), sql.Literal(block))
+            table = copy_to_arrow(cur, query, columns)
+            if not table.num_rows:
+                return
+            yield table
+            if table.num_rows < block:
+                return
+            last = table.column(key)[-1].as_py()
+
+
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

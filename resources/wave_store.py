@@ -34,6 +34,14 @@ class WaveStore:
         routed = book.join(decisions.select(["policy_id", "target"]), "policy_id", join_type="inner")
         return routed.sort_by("policy_id")  # planning and selection both go in policy id order
 
+    def plan(self, name: str, created_by: str, *, start: datetime, size_cap: int = 50_000,
+             cadence_days: int = 7) -> tuple[int, list[str]]:
+        """Propose waves over the routed book (`routing.waves.propose_plan`) and save them as a draft plan."""
+        from routing.waves import propose_plan
+
+        waves = propose_plan(self.routed_book(), start=start, cadence_days=cadence_days, size_cap=size_cap)
+        return self.save_plan(name, waves, created_by)
+
     def save_plan(self, name: str, waves: list[WaveSpec], created_by: str) -> tuple[int, list[str]]:
         with self.engine.begin() as conn:
             book = json.dumps(CoexistenceStore(self.engine).book_drops())
