@@ -7,6 +7,7 @@ import dagster as dg
 
 from assets.routing import REGISTRY
 from resources.database import DatabaseResource
+from resources.target_store import TargetsResource
 from resources.wal import WriteAheadLog
 from resources.wave_store import WaveStore
 
@@ -28,15 +29,18 @@ def wave_candidates(context: dg.AssetExecutionContext, database: DatabaseResourc
                     wal: WriteAheadLog) -> dg.MaterializeResult:
     store = WaveStore(database.engine())
     wave_id = context.partition_key
-    wave = store.set_status(wave_id, "running", allowed_from=("approved", "running", "failed"))
+    wave = store.set_status(wave_id, "running", allowed_from=("approved", "running", "failed", "completed"))
     with wal.intent(context, namespace="waves", operation="select_candidates", target="waves.candidates",
                     key=f"waves:{wave_id}:candidates:{wave['attempts']}",
                     payload={"wave": wave_id, "criteria": wave["criteria"], "size_cap": wave["size_cap"]},
                     wave=wave_id) as intent:
         selected = store.select_candidates(wave_id, intent.id)
-        intent.result = {"selected": selected}
+        by_target = store.candidate_targets(wave_id)
+        intent.result = {"selected": selected, "by_target": by_target}
     return dg.MaterializeResult(metadata={
         "dagster/row_count": selected,
+        "by_target": dg.MetadataValue.json(by_target),
+        "target": wave["target"],
         "wave": f"{wave_id}: {wave['name']}",
         "estimated_at_planning": wave["estimated"],
         "size_cap": wave["size_cap"],
@@ -47,13 +51,15 @@ def wave_candidates(context: dg.AssetExecutionContext, database: DatabaseResourc
     })
 
 
-GATES = ("completeness", "dq_score", "mapping_confidence", "business_rules")
+GATES = ("completeness", "dq_score", "mapping_confidence", "business_rules", "target_readiness")
 GATE_DESCRIPTIONS = {
     "completeness": "Share of candidates with every required canonical field, at least the wave's threshold.",
     "dq_score": "Mean data-quality score at least the wave's threshold, and no candidate below its minimum.",
     "mapping_confidence": "Confidence of the mappings that produced the candidates, weighted by candidates.",
     "business_rules": ("Great Expectations suite: unique policy ids, premium not negative, expiration after "
                        "effective, known status and line codes, coverage limit at least deductible, known coverage types."),
+    "target_readiness": ("The new platform's schema is there at the version the target mapping needs, the connection "
+                         "answers, the legacy batch folder is writable."),
 }
 
 
@@ -71,10 +77,10 @@ def _gate_markdown(result) -> str:
            for g in GATES],
     name="wave_gates",
 )
-def wave_gates(context: dg.AssetCheckExecutionContext, database: DatabaseResource):
+def wave_gates(context: dg.AssetCheckExecutionContext, database: DatabaseResource, targets: TargetsResource):
     """The wave's quality gates, on its candidates. A failed gate stops the wave before anything is loaded."""
     from canonical.mapping import load_mapping, mapping_for_source
-    from routing.gates import evaluate_gates
+    from routing.gates import GateResult, evaluate_gates
 
     wave_id = context.run.tags.get("dagster/partition")
     store = WaveStore(database.engine())
@@ -83,6 +89,9 @@ def wave_gates(context: dg.AssetCheckExecutionContext, database: DatabaseResourc
     confidence = {s: load_mapping(mapping_for_source(s)).confidence("policies")
                   for s in sorted(policies["source_system"].dropna().unique())}
     results = evaluate_gates(policies, coverages, wave["gates"], confidence)
+    readiness = targets.store().readiness()
+    results.append(GateResult("target_readiness", not readiness["problems"], readiness["observed"], {"problems": 0},
+                              examples=readiness["problems"]))
     failed = [r for r in results if not r.passed]
     if failed:
         store.set_status(wave_id, "failed", allowed_from=("running",),
@@ -99,8 +108,10 @@ def wave_gates(context: dg.AssetCheckExecutionContext, database: DatabaseResourc
 
 
 RUN_WAVE_JOB = "run_wave_job"
-run_wave_job = dg.define_asset_job(RUN_WAVE_JOB, selection=dg.AssetSelection.groups("waves"),
-                                   description="Run one approved wave (a partition of `waves`).")
+run_wave_job = dg.define_asset_job(
+    RUN_WAVE_JOB, selection=dg.AssetSelection.groups("waves"),
+    description="Run one approved wave (a partition of `waves`): select its policies, gate them, load each target, "
+                "reconcile, report. A failure is compensated by `rollback_wave_job`.")
 
 
 def build_wave_schedule_sensor() -> dg.SensorDefinition:

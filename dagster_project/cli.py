@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import text as sql_text
 
 app = typer.Typer(
     help="Data Mash: move an insurer's book of policies from legacy systems to a new platform, wave by wave.",
@@ -259,7 +260,8 @@ def demo(
     policies: int = typer.Option(100_000, "--policies", min=1),
     seed: int = typer.Option(42, "--seed"),
 ) -> None:
-    """The demo migration so far: generate a sample book; ingest, map and route both legacy systems through Dagster."""
+    """The demo migration: generate a sample book; ingest, map and route both legacy systems; plan waves; run one
+    through, one its gates stop, and one whose load fails and is rolled back; all through Dagster."""
     from dagster_project.environment import resources_for_environment
     from resources.database import data_mash_home
 
@@ -285,32 +287,104 @@ def demo(
     wave_ok = _demo_wave(max(1000, policies // 10))
     report = resources["wal"].store().verify()
     state = "[green]intact[/]" if report.ok else f"[red]ALTERED[/]: {report.problems[0]}"
-    out.print(f"WAL: every change above (files staged, tables mapped, book routed, registry updated) was a committed "
-              f"intent first; {report.intents:,} intents, {report.entries:,} entries in {report.chains} hash chains, "
-              f"{state}. Try `data-mash wal replay --namespace routing` or `data-mash where <policy id>`.")
+    out.print(f"WAL: every change above (files staged, tables mapped, book routed, waves loaded and undone) was a "
+              f"committed intent first; {report.intents:,} intents, {report.entries:,} entries in {report.chains} hash chains, "
+              f"{state}. Try `data-mash wal replay --namespace compensation`, `data-mash wave report <wave>` or "
+              f"`data-mash where <policy id>`.")
     out.print(f"Done in {time.perf_counter() - started:.1f} s. See the runs, lineage and profiles in the Dagster UI: `make ui`.")
     if not all(o.success for o in outcomes) or not routed.success or not wave_ok:
         raise typer.Exit(1)
 
 
 def _demo_wave(size_cap: int) -> bool:
-    """Plan waves over the routed book, approve wave 0 and run it through its gates."""
+    """Plan waves over the routed book, then: wave 0 and a mixed wave all the way through; a wave its gates stop; a
+    wave whose load fails partway and is rolled back automatically. Prints the reconciliation and the registry split."""
     from datetime import datetime, timezone
 
+    from dagster_project.environment import resources_for_environment
     from dagster_project.runner import run_wave
 
     store = _waves()
     plan_id, ids = store.plan("demo plan", "demo", start=datetime.now(timezone.utc), size_cap=size_cap)
     _print_waves(store.waves(plan_id), f"Plan {plan_id}: proposed waves (size cap {size_cap:,})")
-    store.set_status(ids[0], "approved", allowed_from=("draft",), approved_by="demo")
-    with console.status(f"Running wave {ids[0]} through Dagster…"):
-        run = run_wave(ids[0])
-    wave = store.wave(ids[0])
-    verdict = ("[green]passed every gate[/] (completeness, DQ score, mapping confidence, business rules)" if run.success
-               else f"[red]stopped by its gates[/]: {wave['status_reason']}")
-    out.print(f"Wave {ids[0]}: {wave['candidates']:,} policies selected, {verdict}. Loading them into the new "
-              "platform, reconciliation and rollback come next.", highlight=False)
-    return run.success
+    for wave_id in ids[:4]:
+        store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="demo")
+
+    results = []
+    for wave_id, what in ((ids[0], "straight to the new platform"),
+                          (ids[1], "each policy to its routed target: new platform, bridge, legacy batch, DQ queue")):
+        out.rule(f"{wave_id}: {what}")
+        with console.status(f"Running wave {wave_id} through Dagster…"):
+            results.append(run_wave(wave_id))
+        _print_wave_outcome(wave_id, results[-1])
+    batch = resources_for_environment(resolved=True)["targets"].store().batch_path(ids[1])
+    if batch.exists():
+        out.print(f"  legacy batch file (mainframe layout, EBCDIC): {batch}", highlight=False)
+
+    out.rule(f"{ids[2]}: stopped by a gate")
+    store.set_gates(ids[2], {"mean_dq_score": 99.95})
+    out.print(f"The operator asks {ids[2]} for a mean DQ score of 99.95 (`data-mash wave gates {ids[2]} --set "
+              "mean_dq_score=99.95`).", highlight=False)
+    with console.status(f"Running wave {ids[2]} through Dagster…"):
+        gated = run_wave(ids[2])
+    _print_wave_outcome(ids[2], gated)
+    gated_rows = _loaded_rows(ids[2])
+    out.print(f"  rows loaded by {ids[2]}: {gated_rows:,} (its gates ran before any load)", highlight=False)
+
+    out.rule(f"{ids[3]}: its load fails partway and is compensated")
+    before = _target_counts()
+    fault = "fail:mid_load:targets/coexistence_bridge"
+    out.print(f"Fault injected for this run only: {fault} (the bridge load fails after the new platform and the "
+              "legacy batch are written).", highlight=False)
+    with console.status(f"Running wave {ids[3]} through Dagster…"):
+        broken = run_wave(ids[3], fault=fault)
+    _print_wave_outcome(ids[3], broken)
+    after = _target_counts()
+    same = "[green]identical[/]" if after == before else "[red]DIFFERENT[/]"
+    out.print(f"  targets and registry after the rollback vs before the wave: {same} "
+              f"({', '.join(f'{k} {v:,}' for k, v in after.items())})")
+
+    out.rule("Registry split")
+    _print_registry_split()
+    return (all(r.success for r in results) and not gated.success and gated_rows == 0 and not broken.success
+            and [r.success for r in broken.rollbacks] == [True] and after == before)
+
+
+def _loaded_rows(wave_id: str) -> int:
+    with _waves().engine.connect() as conn:
+        return conn.execute(sql_text("SELECT (SELECT count(*) FROM new_platform.policy WHERE wave_id = :w) + "
+                                     "(SELECT count(*) FROM targets.dq_queue WHERE wave_id = :w) + "
+                                     "(SELECT count(*) FROM targets.coexistence_bridge WHERE wave_id = :w)"),
+                            {"w": wave_id}).scalar_one()
+
+
+def _target_counts() -> dict[str, int]:
+    """Rows in every target and the registry's wave assignments: what a rollback must put back."""
+    queries = {
+        "new-platform rows": "SELECT " + " + ".join(f"(SELECT count(*) FROM new_platform.{t})" for t in (
+            "policy", "party", "coverage", "rating", "payment", "endorsement", "document", "claim_link")),
+        "delivered batch records": "SELECT count(*) FROM targets.outbound_records r JOIN targets.outbound_files f "
+                                   "USING (file_id) WHERE f.status = 'delivered' AND r.withdrawn_at IS NULL",
+        "queued": "SELECT count(*) FROM targets.dq_queue",
+        "bridged": "SELECT count(*) FROM targets.coexistence_bridge",
+        "registry rows in a wave": "SELECT count(*) FROM coexistence.registry WHERE wave IS NOT NULL",
+        "on the new platform": "SELECT count(*) FROM coexistence.registry WHERE system_of_record = 'new_platform'",
+    }
+    with _waves().engine.connect() as conn:
+        return {name: conn.execute(sql_text(q)).scalar_one() for name, q in queries.items()}
+
+
+def _print_registry_split() -> None:
+    with _waves().engine.connect() as conn:
+        rows = conn.execute(sql_text(
+            "SELECT system_of_record, planned_target, coalesce(wave, '-'), count(*) FROM coexistence.registry "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")).all()
+    table = Table(title="Coexistence registry: who owns each policy now")
+    for col in ("system of record", "planned target", "wave", "policies"):
+        table.add_column(col, justify="right" if col == "policies" else "left")
+    for sor, target, wave, n in rows:
+        table.add_row(sor, target, wave, f"{n:,}")
+    out.print(table)
 
 
 def _source_columns(source_name: str, drop_dir: Path | None = None) -> dict[str, set[str]]:
@@ -632,7 +706,8 @@ def conflicts() -> None:
     out.print(table)
 
 
-wave_app = typer.Typer(help="Waves: list, show, approve, execute, status.", no_args_is_help=True)
+wave_app = typer.Typer(help="Waves: list, show, approve, execute, reconcile, report, rollback, status.",
+                       no_args_is_help=True)
 app.add_typer(wave_app, name="wave")
 
 
@@ -727,15 +802,17 @@ def wave_approve(
     wave_id: str = typer.Argument(...),
     by: str = typer.Option(os.environ.get("USER", "operator"), "--by", help="Who approves (default: $USER)."),
 ) -> None:
-    """Approve a draft wave, through the WAL; `wave_schedule_sensor` launches it when its start comes."""
+    """Approve a draft wave (or a failed or rolled-back one, to run it again), through the WAL;
+    `wave_schedule_sensor` launches it when its start comes."""
     from dagster_project.environment import resources_for_environment
     from resources.wave_store import WaveError
 
     wal = resources_for_environment(resolved=True)["wal"].store()
-    intent = wal.begin(namespace="waves", operation="approve", target="waves.waves", key=f"waves:{wave_id}:approve",
+    attempt = _wave_or_fail(wave_id)["attempts"]
+    intent = wal.begin(namespace="waves", operation="approve", target="waves.waves", key=f"waves:{wave_id}:approve:{attempt}",
                        payload={"wave": wave_id, "by": by}, wave=wave_id)
     try:
-        w = _waves().set_status(wave_id, "approved", allowed_from=("draft",), approved_by=by)
+        w = _waves().set_status(wave_id, "approved", allowed_from=("draft", "failed", "rolled_back"), approved_by=by)
     except WaveError as error:
         wal.fail(intent, str(error))
         fail(str(error), 1)
@@ -744,16 +821,158 @@ def wave_approve(
               highlight=False)
 
 
+@wave_app.command("gates")
+def wave_gates_cmd(
+    wave_id: str = typer.Argument(...),
+    set_: list[str] = typer.Option([], "--set", help="NAME=VALUE, e.g. mean_dq_score=99 (repeatable)."),
+) -> None:
+    """Show a wave's gate thresholds, or change them before it runs (through the WAL)."""
+    from dagster_project.environment import resources_for_environment
+    from resources.wave_store import WaveError
+
+    w = _wave_or_fail(wave_id)
+    if set_:
+        changes = {}
+        for item in set_:
+            name, _, value = item.partition("=")
+            try:
+                changes[name.strip()] = float(value)
+            except ValueError:
+                fail(f"--set {item!r}: expected NAME=NUMBER, e.g. mean_dq_score=99")
+        wal = resources_for_environment(resolved=True)["wal"].store()
+        intent = wal.begin(namespace="waves", operation="set_gates", target="waves.waves",
+                           key=f"waves:{wave_id}:gates:{dumps_exact(changes)}:{w['attempts']}",
+                           payload={"wave": wave_id, "changes": changes, "before": w["gates"]}, wave=wave_id)
+        try:
+            w = _waves().set_gates(wave_id, changes)
+        except WaveError as error:
+            wal.fail(intent, str(error))
+            fail(str(error), 1)
+        wal.commit(intent, {"gates": w["gates"]})
+    table = Table(title=f"Wave {wave_id}: gate thresholds")
+    table.add_column("gate")
+    table.add_column("threshold", justify="right")
+    for name, value in w["gates"].items():
+        table.add_row(name, str(value))
+    out.print(table)
+
+
 @wave_app.command("execute")
-def wave_execute(wave_id: str = typer.Argument(...)) -> None:
-    """Run an approved wave now, through Dagster (instead of waiting for its start)."""
+def wave_execute(
+    wave_id: str = typer.Argument(...),
+    fault: Optional[str] = typer.Option(None, "--inject-fault", help="Drill: fail this run at `fail:<point>:<asset key>`, "
+                                        "e.g. fail:mid_load:targets/coexistence_bridge, and watch it roll back."),
+) -> None:
+    """Run an approved wave now, through Dagster: select, gate, load every target, reconcile, report. A failed run
+    that loaded anything is rolled back at once (what `wave_failure_sensor` does under the daemon)."""
     from dagster_project.runner import run_wave
 
     with console.status(f"Running wave {wave_id} through Dagster…"):
-        run = run_wave(wave_id)
+        run = run_wave(wave_id, fault=fault)
+    _print_wave_outcome(wave_id, run)
+    if not run.success:
+        raise typer.Exit(1)
+
+
+def _print_wave_outcome(wave_id: str, run) -> None:
+    from dagster_project.environment import resources_for_environment
+
     w = _waves().wave(wave_id)
-    out.print(f"wave {wave_id}: {w['candidates']:,} policies selected; run {run.run_id} "
-              + ("[green]succeeded[/]" if run.success else f"[red]FAILED[/]: {run.error}"))
+    out.print(f"wave {wave_id} ({w['name']}): run {run.run_id} " + ("[green]succeeded[/]" if run.success else
+                                                                     f"[red]FAILED[/]: {run.error or 'see the checks'}"),
+              highlight=False)
+    if run.failed_checks:
+        out.print("  failed checks: " + ", ".join(run.failed_checks), highlight=False)
+    split = _waves().candidate_targets(wave_id)
+    out.print("  candidates by routed target: " + (", ".join(f"{n:,} {t}" for t, n in split.items()) if split else
+                                                   "none (released by the rollback)" if run.rollbacks else "none"),
+              highlight=False)
+    latest = resources_for_environment(resolved=True)["targets"].store().latest_reconciliations(wave_id)
+    if latest and w["status"] != "rolled_back":
+        out.print("  reconciliation: " + "; ".join(
+            f"{target} " + ", ".join(f"{c['name']} {'matches' if c['passed'] else 'DIFFERS'}" for c in rec["checks"])
+            for target, rec in sorted(latest.items())), highlight=False)
+    for rollback in getattr(run, "rollbacks", []):
+        out.print(f"  compensated automatically: rollback run {rollback.run_id} "
+                  + ("[green]succeeded[/]" if rollback.success else f"[red]FAILED[/]: {rollback.error}"), highlight=False)
+    out.print(f"  status: {w['status']}" + (f" ({w['status_reason']})" if w["status_reason"] else ""), highlight=False)
+    if w["status"] == "completed" and w["report"]:
+        _print_report(wave_id, w["report"], by_state=False)
+
+
+def _print_report(wave_id: str, report: list[dict], by_state: bool) -> None:
+    """The report per line, (state,) and target: policies, landed, in-force premium in the book and landed."""
+    rows: dict[tuple, list] = {}
+    for r in report:
+        key = (r["line_of_business"], r["state"] if by_state else "all", r["target"])
+        acc = rows.setdefault(key, [0, 0, Decimal(0), Decimal(0), r["in_force_premium_after"] == "held back"])
+        acc[0] += r["policies"]
+        acc[1] += r["landed"]
+        acc[2] += Decimal(r["in_force_premium_before"])
+        acc[3] += Decimal(0) if acc[4] else Decimal(r["in_force_premium_after"])
+    title = f"Wave {wave_id}: reconciliation report" + ("" if by_state else " (per state: `data-mash wave report "
+                                                                            f"{wave_id} --by-state`)")
+    table = Table(title=title)
+    for col in ("line", "state", "target", "policies", "landed", "in-force premium before", "after"):
+        table.add_column(col, justify="right" if col in ("policies", "landed", "in-force premium before", "after") else "left")
+    for (line, state, target), (n, landed, before, after, held) in sorted(rows.items()):
+        table.add_row(line, state, target, f"{n:,}", f"{landed:,}", f"{before:,.2f}", "held back" if held else f"{after:,.2f}")
+    out.print(table)
+
+
+@wave_app.command("reconcile")
+def wave_reconcile(wave_id: str = typer.Argument(...)) -> None:
+    """Reconcile a loaded wave again through Dagster (counts, money totals, per-policy content hashes, the legacy
+    batch read back); a difference fails the wave and rolls it back. Exit 1 if it differs."""
+    from dagster_project.runner import reconcile_wave
+
+    _wave_or_fail(wave_id)
+    with console.status(f"Reconciling wave {wave_id} through Dagster…"):
+        run = reconcile_wave(wave_id)
+    _print_wave_outcome(wave_id, run)
+    if not run.success:
+        raise typer.Exit(1)
+
+
+@wave_app.command("report")
+def wave_report_cmd(wave_id: str = typer.Argument(...),
+                    by_state: bool = typer.Option(False, "--by-state", help="One row per line, state and target.")) -> None:
+    """The wave's last reconciliation, target by target, and its report per line of business, state and target."""
+    from dagster_project.environment import resources_for_environment
+
+    w = _wave_or_fail(wave_id)
+    latest = resources_for_environment(resolved=True)["targets"].store().latest_reconciliations(wave_id)
+    if not latest:
+        fail(f"wave {wave_id} was never reconciled ({w['status']}): run it with `data-mash wave execute {wave_id}`", 1)
+    table = Table(title=f"Wave {wave_id}: last reconciliation")
+    for col in ("target", "check", "result", "observed", "examples"):
+        table.add_column(col)
+    for target, rec in sorted(latest.items()):
+        for c in rec["checks"]:
+            table.add_row(target, c["name"], "[green]matches[/]" if c["passed"] else "[red]DIFFERS[/]",
+                          dumps_exact(c["observed"])[:200], ", ".join(map(str, c["examples"]))[:120])
+    out.print(table)
+    if w["report"]:
+        _print_report(wave_id, w["report"], by_state)
+
+
+@wave_app.command("rollback")
+def wave_rollback(
+    wave_id: str = typer.Argument(...),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Undo only this policy's part of the wave."),
+    reason: str = typer.Option("requested by an operator", "--reason"),
+) -> None:
+    """Undo a wave (or one policy of it) through Dagster (`rollback_wave_job`), in reverse order of its WAL entries.
+    Running it again changes nothing."""
+    from dagster_project.runner import rollback_wave
+
+    _wave_or_fail(wave_id)
+    with console.status(f"Rolling back wave {wave_id}" + (f" for policy {policy}" if policy else "") + "…"):
+        run = rollback_wave(wave_id, policy_id=policy, reason=reason)
+    w = _waves().wave(wave_id)
+    out.print(f"rollback run {run.run_id} " + ("[green]succeeded[/]" if run.success else f"[red]FAILED[/]: {run.error}")
+              + f"; wave {wave_id} is {w['status']}" + (f" ({w['status_reason']})" if w["status_reason"] else ""),
+              highlight=False)
     if not run.success:
         raise typer.Exit(1)
 

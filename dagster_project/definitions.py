@@ -7,7 +7,11 @@ import dagster as dg
 from assets.canonical import build_canonical_assets
 from assets.legacy import build_intake_assets
 from assets.routing import build_routing_assets
+from assets.targets import (coexistence_bridge, dq_queue, legacy_batch, new_platform, reconcile_wave_job,
+                            reconciliation_checks, wave_report)
 from assets.waves import build_wave_schedule_sensor, run_wave_job, wave_candidates, wave_gates
+from dagster_project.compensation import (build_wave_failure_sensor, build_wave_reconciliation_sensor,
+                                          rollback_wave_job)
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import build_ingest_job, build_map_job, build_route_job
 from dagster_project.sensors import build_landing_sensor, build_wal_recovery_sensor
@@ -26,15 +30,15 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         jobs += [build_ingest_job(source.name), build_map_job(source.name)]
     policy_keys = [a.key for a in assets if a.key.path[0] == "canonical" and a.key.path[-1] == "policies"]
     assets += build_routing_assets(policy_keys)
-    assets.append(wave_candidates)
-    checks.append(wave_gates)
-    jobs += [build_route_job(), run_wave_job]
+    assets += [wave_candidates, new_platform, legacy_batch, dq_queue, coexistence_bridge, wave_report]
+    checks += [wave_gates, *reconciliation_checks]
+    jobs += [build_route_job(), run_wave_job, rollback_wave_job, reconcile_wave_job]
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
         sensors=[build_landing_sensor([s.name for s in sources], jobs), build_wal_recovery_sensor(jobs),
-                 build_wave_schedule_sensor()],
+                 build_wave_schedule_sensor(), build_wave_failure_sensor(), build_wave_reconciliation_sensor()],
         resources=resources if resources is not None else resources_for_environment(),
     )
 

@@ -8,9 +8,11 @@ import dagster as dg
 
 from resources.database import DATABASE_URL_ENV, DatabaseResource
 from resources.landing import LandingResource
+from resources.target_store import TargetsResource
 from resources.wal import WriteAheadLog
 
 LANDING_ENV = "DATA_MASH_LANDING"
+OUTBOUND_ENV = "DATA_MASH_OUTBOUND"
 FAULT_ENV = "DATA_MASH_FAULT"
 
 
@@ -30,4 +32,5 @@ def resources_for_environment(*, resolved: bool = False) -> dict[str, dg.Configu
         "database": database,
         "landing": LandingResource(path=setting(LANDING_ENV)),  # "" = $DATA_MASH_HOME/landing
         "wal": WriteAheadLog(database=database, fault=setting(FAULT_ENV)),  # fault: crash injection, tests/demos
+        "targets": TargetsResource(database=database, outbound=setting(OUTBOUND_ENV)),  # "" = $DATA_MASH_HOME/outbound
     }

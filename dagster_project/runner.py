@@ -20,6 +20,7 @@ from legacy.sources import find_drop_files, load_source
 from resources.database import data_mash_home
 from resources.intake_store import IntakeStore
 from resources.landing import content_hash, valid_drop_id
+from resources.wal import WriteAheadLog
 
 
 def ensure_dagster_home() -> Path:
@@ -257,15 +258,100 @@ def route(rules: Path | None = None, *, resources: dict | None = None,
     return RouteOutcome(run.run_id, run.success, run.error, by_target, by_system, conflicts)
 
 
-def run_wave(wave_id: str, *, resources: dict | None = None,
-             dagster_instance: dg.DagsterInstance | None = None) -> RunOutcome:
-    """Run one approved wave now, through Dagster (`run_wave_job`, partition = wave id)."""
+# wave runs fail on purpose (gates, drills): the CLI prints the root cause and the outcome; the UI has the event log
+QUIET = "CRITICAL"
+
+
+def run_wave(wave_id: str, *, resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None,
+             fault: str | None = None, compensate: bool = True) -> "WaveOutcome":
+    """Run one approved wave now, through Dagster (`run_wave_job`, partition = wave id).
+
+    If the run fails, the compensation sensors are evaluated at once, as the daemon would on its next
+    tick, and the rollback they request is run: the wave is undone before this returns. `fault`
+    (`fail:<point>:<asset key>`) injects a failure into this run only, for demos and drills.
+    """
     from assets.waves import RUN_WAVE_JOB, WAVES_PARTITIONS
 
     inst = dagster_instance or instance()
     inst.add_dynamic_partitions(WAVES_PARTITIONS.name, [wave_id])
-    return _execute(RUN_WAVE_JOB, wave_id, resources, inst, "WARNING",
-                    {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
+    resolved = dict(resources or resources_for_environment(resolved=True))
+    if fault:
+        resolved["wal"] = WriteAheadLog(database=resolved["database"], fault=fault)
+    run = _execute(RUN_WAVE_JOB, wave_id, resolved, inst, QUIET,
+                   {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
+    rollbacks = compensate_failed_run(run.run_id, resources=resources, dagster_instance=inst) \
+        if compensate and not run.success else []
+    return WaveOutcome(run.run_id, run.success, run.failed_checks, run.error, rollbacks)
+
+
+@dataclass
+class WaveOutcome(RunOutcome):
+    rollbacks: list[RunOutcome] = field(default_factory=list)
+
+
+def _launch_requests(requests, resources: dict | None, inst: dg.DagsterInstance) -> list[RunOutcome]:
+    """Run what a sensor requested, in process on the instance, skipping run keys that already ran."""
+    outcomes = []
+    for request in requests:
+        if not isinstance(request, dg.RunRequest):
+            continue
+        if request.run_key and inst.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):
+            continue
+        tags = {**request.tags, **({"dagster/run_key": request.run_key} if request.run_key else {})}
+        outcomes.append(_execute(request.job_name or "rollback_wave_job", request.partition_key, resources, inst,
+                                 QUIET, tags, ops_config=request.run_config.get("ops")))
+    return outcomes
+
+
+def compensate_failed_run(run_id: str, *, resources: dict | None = None,
+                          dagster_instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
+    """Evaluate `wave_failure_sensor` on a failed wave run and run the rollback it requests."""
+    inst = dagster_instance or instance()
+    defs = build_definitions(resources=resources)
+    sensor = defs.resolve_sensor_def("wave_failure_sensor")
+    run = inst.get_run_by_id(run_id)
+    failure = next(iter(inst.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)), None)
+    if run is None or failure is None:
+        return []
+    with dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=failure.dagster_event,
+                                            dagster_instance=inst, dagster_run=run,
+                                            resources=resources or resources_for_environment(resolved=True)) as context:
+        result = sensor(context.for_run_failure())
+    return _launch_requests([result] if result else [], resources, inst)
+
+
+def compensate_failed_reconciliations(*, resources: dict | None = None,
+                                      dagster_instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
+    """Evaluate `wave_reconciliation_sensor` and run the rollbacks it requests."""
+    inst = dagster_instance or instance()
+    sensor = build_definitions(resources=resources).resolve_sensor_def("wave_reconciliation_sensor")
+    with dg.build_sensor_context(instance=inst, resources=resources or resources_for_environment(resolved=True)) as context:
+        result = sensor(context)
+    return _launch_requests(result.run_requests if isinstance(result, dg.SensorResult) else [], resources, inst)
+
+
+def reconcile_wave(wave_id: str, *, resources: dict | None = None,
+                   dagster_instance: dg.DagsterInstance | None = None, compensate: bool = True) -> WaveOutcome:
+    """Re-run a loaded wave's reconciliation checks through Dagster (`reconcile_wave_job`); a failure rolls it back."""
+    from assets.targets import RECONCILE_JOB
+
+    inst = dagster_instance or instance()
+    run = _execute(RECONCILE_JOB, wave_id, resources, inst, QUIET,
+                   {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
+    rollbacks = compensate_failed_reconciliations(resources=resources, dagster_instance=inst) if compensate else []
+    return WaveOutcome(run.run_id, run.success, run.failed_checks, run.error, rollbacks)
+
+
+def rollback_wave(wave_id: str, *, policy_id: str | None = None, reason: str = "requested by an operator",
+                  resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None) -> RunOutcome:
+    """Undo a wave, or one policy of it, through Dagster (`rollback_wave_job`)."""
+    from dagster_project.compensation import ROLLBACK_JOB
+
+    inst = dagster_instance or instance()
+    config = {"wave_id": wave_id, "policy_id": policy_id or "", "reason": reason}
+    return _execute(ROLLBACK_JOB, None, resources, inst, QUIET,
+                    {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"},
+                    ops_config={"plan_wave_rollback": {"config": config}})
 
 
 def audit_key_columns(store: IntakeStore) -> dict[str, str]:

@@ -23,6 +23,16 @@ class Migration:
     statements: tuple[str, ...]
 
 
+def _new_platform_v1_ddl() -> list[str]:
+    """The new platform's tables as canonical -> new platform mapping v1 defines them (frozen with this migration)."""
+    from canonical.targets import load_target_mapping, target_ddl
+
+    mapping = load_target_mapping()
+    if mapping.version != "1.0.0":
+        raise RuntimeError("migration 9 creates new_platform v1.0.0; a new mapping version needs its own migration")
+    return target_ddl(mapping, "new_platform")
+
+
 def _canonical_v1_ddl() -> tuple[str, ...]:
     """Canonical Policy Model v1 tables (frozen), one LIST partition per source drop, plus quarantine and loads."""
     from canonical.tables import V1_TABLES
@@ -390,6 +400,94 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (wave_id, policy_id)
             )
             """,
+        ),
+    ),
+    Migration(
+        9,
+        "targets: the new platform's normalized schema (canonical -> new platform mapping v1), legacy batch files, "
+        "DQ queue, coexistence bridge, saved registry rows for compensation, reconciliations; candidates' targets",
+        (
+            "CREATE SCHEMA IF NOT EXISTS new_platform",
+            *_new_platform_v1_ddl(),
+            "CREATE SCHEMA IF NOT EXISTS targets",
+            """
+            CREATE TABLE targets.schema_versions (
+                target       text        PRIMARY KEY,
+                version      text        NOT NULL,
+                installed_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            "INSERT INTO targets.schema_versions (target, version) VALUES ('new_platform', '1.0.0')",
+            """
+            CREATE TABLE targets.outbound_files (
+                file_id        bigserial   PRIMARY KEY,
+                wave_id        text        NOT NULL,
+                path           text        NOT NULL,
+                records        bigint      NOT NULL,
+                sha256         text        NOT NULL,
+                annual_premium numeric(18,2) NOT NULL,
+                status         text        NOT NULL CHECK (status IN ('delivered', 'withdrawn')),
+                written_at     timestamptz NOT NULL,
+                withdrawn_at   timestamptz,
+                wal_id         bigint      NOT NULL REFERENCES wal.intents (id)
+            )
+            """,
+            "CREATE UNIQUE INDEX outbound_files_one_delivered ON targets.outbound_files (wave_id) WHERE status = 'delivered'",
+            """
+            CREATE TABLE targets.outbound_records (
+                file_id      bigint      NOT NULL REFERENCES targets.outbound_files (file_id),
+                policy_id    text        NOT NULL,
+                record_no    bigint      NOT NULL,
+                withdrawn_at timestamptz,
+                PRIMARY KEY (file_id, policy_id)
+            )
+            """,
+            """
+            CREATE TABLE targets.dq_queue (
+                policy_id        text        NOT NULL,
+                wave_id          text        NOT NULL,
+                source_system    text        NOT NULL,
+                routing_rule     text        NOT NULL,
+                reasons          text        NOT NULL,
+                dq_score         numeric(5,2),
+                queued_at        timestamptz NOT NULL,
+                wal_id           bigint      NOT NULL REFERENCES wal.intents (id),
+                released_at      timestamptz,
+                released_by_wave text,
+                PRIMARY KEY (policy_id, wave_id)
+            )
+            """,
+            "CREATE INDEX dq_queue_by_wal ON targets.dq_queue (wal_id)",
+            """
+            CREATE TABLE targets.coexistence_bridge (
+                policy_id            text        PRIMARY KEY,
+                wave_id              text        NOT NULL,
+                authoritative_system text        NOT NULL,
+                legacy_system        text        NOT NULL,
+                since                timestamptz NOT NULL,
+                wal_id               bigint      NOT NULL REFERENCES wal.intents (id)
+            )
+            """,
+            """
+            CREATE TABLE targets.registry_saved (
+                saved_by_wal bigint NOT NULL,
+                LIKE coexistence.registry,
+                PRIMARY KEY (saved_by_wal, policy_id)
+            )
+            """,
+            """
+            CREATE TABLE targets.reconciliations (
+                id            bigserial   PRIMARY KEY,
+                wave_id       text        NOT NULL,
+                target        text        NOT NULL,
+                reconciled_at timestamptz NOT NULL,
+                passed        boolean     NOT NULL,
+                checks        jsonb       NOT NULL
+            )
+            """,
+            "CREATE INDEX reconciliations_by_wave ON targets.reconciliations (wave_id, target, id)",
+            "ALTER TABLE waves.candidates ADD COLUMN target text",
+            "ALTER TABLE waves.waves ADD COLUMN report jsonb",
         ),
     ),
 )

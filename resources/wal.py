@@ -329,7 +329,8 @@ class WalStore:
             rows = conn.execute(text(
                 "SELECT id, idempotency_key, status, attempts, max_retries, retry_delay_seconds, backoff, ttl_seconds, "
                 "created_at, updated_at, next_attempt_at, job_name, asset_key, partition_key "
-                "FROM wal.intents WHERE status IN ('pending', 'failed') ORDER BY id")).mappings().all()
+                # a wave's intents are settled by compensation (rollback_wave_job), never relaunched one by one
+                "FROM wal.intents WHERE status IN ('pending', 'failed') AND wave IS NULL ORDER BY id")).mappings().all()
         plan = []
         for r in rows:
             base = dict(intent_id=r["id"], job_name=r["job_name"], asset_key=r["asset_key"],
@@ -350,6 +351,21 @@ class WalStore:
                 else:
                     plan.append(RecoveryAction(action="wait", reason=f"{why}; next attempt after {due.isoformat()}", **base))
         return plan
+
+    def wave_entries(self, wave_id: str, operations: tuple[str, ...], statuses: tuple[str, ...]) -> list[dict]:
+        """A wave's intents of these operations and statuses, latest first (by the last event each wrote):
+        the order compensation undoes them in."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT i.id, i.operation, i.target, i.status, i.attempts, i.idempotency_key, i.run_id, "
+                "(SELECT max(seq) FROM wal.log l WHERE l.intent_id = i.id) AS last_seq FROM wal.intents i "
+                "WHERE i.wave = :w AND i.operation = ANY(:ops) AND i.status = ANY(:st) ORDER BY last_seq DESC"),
+                {"w": wave_id, "ops": list(operations), "st": list(statuses)}).mappings().all()
+        return [dict(r) for r in rows]
+
+    def status_of(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT status FROM wal.intents WHERE idempotency_key = :k"), {"k": key}).scalar()
 
     # -- audit ---------------------------------------------------------------------------
     def audit_trail(self, policy_id: str, key_columns: dict[str, str]) -> list[dict]:
@@ -378,11 +394,16 @@ class WalStore:
         return [{**dict(r), "tables": sorted(intent_ids[r["intent_id"]])} for r in rows]
 
 
+class InjectedFault(RuntimeError):
+    """A failure injected by configuration (`WriteAheadLog.fault`), for demos and tests of compensation."""
+
+
 class WriteAheadLog(dg.ConfigurableResource):
     """Write through the WAL: `with wal.intent(context, ...) as intent:` around any change to stored state.
 
-    `fault` injects a crash for tests and demos: `<point>:<asset key>` with point `after_intent` or
-    `mid_load` makes the process exit at once there, as a killed worker would.
+    `fault` injects a failure for tests and demos: `<point>:<asset key>` with point `after_intent` or
+    `mid_load` makes the process exit at once there, as a killed worker would; `fail:<point>:<asset key>`
+    raises `InjectedFault` there instead, as a load that errors partway would (its step and run fail).
     """
 
     database: dg.ResourceDependency[DatabaseResource]
@@ -394,6 +415,8 @@ class WriteAheadLog(dg.ConfigurableResource):
     def maybe_crash(self, point: str, asset_key: str) -> None:
         if self.fault and self.fault == f"{point}:{asset_key}":
             os._exit(137)
+        if self.fault and self.fault == f"fail:{point}:{asset_key}":
+            raise InjectedFault(f"fault injected by configuration at {point} of {asset_key} (DATA_MASH_FAULT)")
 
     @contextmanager
     def intent(
@@ -410,7 +433,7 @@ class WriteAheadLog(dg.ConfigurableResource):
     ) -> Iterator[Intent]:
         """Commit a pending intent, yield it for the work, then mark it committed, or failed with the error."""
         store = self.store()
-        asset_key = context.asset_key.to_user_string()
+        asset_key = context.asset_key.to_user_string() if context.has_assets_def else None  # ops have no asset
         with store.owned(key):
             intent = store.begin(
                 namespace=namespace, operation=operation, target=target, key=key, payload=payload, lifecycle=lifecycle,

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from sqlalchemy import Engine, text
 
@@ -12,7 +13,7 @@ from resources.coexistence_store import CoexistenceStore
 from resources.database import psycopg_cursor
 from resources.intake_store import copy_arrow
 from routing.rules import selection_mask
-from routing.waves import WaveSpec
+from routing.waves import ROUTED, WaveSpec
 
 
 class WaveError(ValueError):
@@ -103,19 +104,52 @@ class WaveStore:
                 "SELECT wave_id, attempts FROM waves.waves WHERE status = 'approved' AND scheduled_start <= :now "
                 "ORDER BY scheduled_start, wave_id"), {"now": now}).mappings()]
 
+    def set_gates(self, wave_id: str, changes: dict[str, float]) -> dict:
+        """Change gate thresholds of a wave that is not running or done (draft, approved, failed, rolled back)."""
+        from routing.waves import DEFAULT_GATES
+
+        unknown = sorted(set(changes) - set(DEFAULT_GATES))
+        if unknown:
+            raise WaveError(f"no gate threshold {', '.join(unknown)}; thresholds are {', '.join(DEFAULT_GATES)}")
+        with self.engine.begin() as conn:
+            row = conn.execute(text("SELECT status, gates FROM waves.waves WHERE wave_id = :w FOR UPDATE"),
+                               {"w": wave_id}).one_or_none()
+            if row is None:
+                raise WaveError(f"no wave {wave_id!r}: see `data-mash wave list`")
+            if row[0] in ("running", "completed"):
+                raise WaveError(f"wave {wave_id} is {row[0]}; its gates can change only before it runs")
+            conn.execute(text("UPDATE waves.waves SET gates = CAST(:g AS jsonb), updated_at = now() WHERE wave_id = :w"),
+                         {"g": json.dumps({**row[1], **changes}), "w": wave_id})
+        return self.wave(wave_id)
+
+    def save_report(self, wave_id: str, report: list[dict]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text("UPDATE waves.waves SET report = CAST(:r AS jsonb) WHERE wave_id = :w"),
+                         {"r": json.dumps(report), "w": wave_id})
+
+    def failed_reconciliations(self) -> list[dict]:
+        """Waves whose last status change was a failed reconciliation."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(text(
+                "SELECT wave_id, status_reason FROM waves.waves WHERE status = 'failed' "
+                "AND status_reason LIKE 'reconciliation failed%' ORDER BY wave_id")).mappings()]
+
     def candidate_records(self, wave_id: str):
-        """The canonical policies and coverages of a wave's candidates (pandas), for its gates."""
+        """The canonical policies and coverages of the wave's candidates that will move (pandas), for its gates.
+        Policies routing holds back for the DQ queue are not gated: holding them back is the point."""
         import pandas as pd
 
         drops = CoexistenceStore(self.engine).book_drops()
         with self.engine.connect() as conn:
             policies = pd.read_sql(text(
                 "SELECT p.* FROM waves.candidates c JOIN canonical.policies p "
-                "ON p.policy_id = c.policy_id AND p.drop_key = ANY(:drops) WHERE c.wave_id = :w ORDER BY p.policy_id"),
+                "ON p.policy_id = c.policy_id AND p.drop_key = ANY(:drops) WHERE c.wave_id = :w AND c.target <> 'dq_queue' "
+                "ORDER BY p.policy_id"),
                 conn, params={"w": wave_id, "drops": drops})
             coverages = pd.read_sql(text(
                 "SELECT v.* FROM waves.candidates c JOIN canonical.coverages v "
-                "ON v.policy_id = c.policy_id AND v.drop_key = ANY(:drops) WHERE c.wave_id = :w ORDER BY v.policy_id"),
+                "ON v.policy_id = c.policy_id AND v.drop_key = ANY(:drops) WHERE c.wave_id = :w AND c.target <> 'dq_queue' "
+                "ORDER BY v.policy_id"),
                 conn, params={"w": wave_id, "drops": drops})
         return policies, coverages
 
@@ -124,20 +158,31 @@ class WaveStore:
         matching its criteria, up to its size cap (by policy id). Replaces an earlier selection of the wave."""
         wave = self.wave(wave_id)
         book = self.routed_book()
-        chosen = book.filter(pa.array(selection_mask(wave["criteria"], book, f"wave {wave_id} criteria")
-                                      & np.asarray(book.column("target").to_numpy(zero_copy_only=False) == wave["target"])))
+        mask = selection_mask(wave["criteria"], book, f"wave {wave_id} criteria")
+        if wave["target"] != ROUTED:  # a wave for one target takes only the policies routed there
+            mask &= np.asarray(pc.fill_null(pc.equal(book.column("target"), wave["target"]), False))
+        chosen = book.filter(pa.array(mask))
         now = datetime.now(timezone.utc)
         with psycopg_cursor(self.engine) as cur:
             cur.execute("DELETE FROM waves.candidates WHERE wave_id = %s", (wave_id,))
-            cur.execute("CREATE TEMP TABLE chosen (policy_id text PRIMARY KEY, source_system text, dq_score numeric(5,2)) "
-                        "ON COMMIT DROP")
-            copy_arrow(cur, "pg_temp", "chosen", chosen.select(["policy_id", "source_system", "dq_score"]))
+            cur.execute("CREATE TEMP TABLE chosen (policy_id text PRIMARY KEY, source_system text, dq_score numeric(5,2), "
+                        "target text) ON COMMIT DROP")
+            copy_arrow(cur, "pg_temp", "chosen", chosen.select(["policy_id", "source_system", "dq_score", "target"]))
+            # a policy belongs to one live wave: not yet moved by another wave, and not a candidate of another wave
+            # that is approved, running or completed (queued policies stay free to re-enter once remediated)
             cur.execute("""
-                INSERT INTO waves.candidates (wave_id, policy_id, source_system, dq_score, selected_at, wal_id)
-                SELECT %s, c.policy_id, c.source_system, c.dq_score, %s, %s
+                INSERT INTO waves.candidates (wave_id, policy_id, source_system, dq_score, target, selected_at, wal_id)
+                SELECT %(w)s, c.policy_id, c.source_system, c.dq_score, c.target, %(now)s, %(wal)s
                 FROM chosen c JOIN coexistence.registry r USING (policy_id)
-                WHERE r.system_of_record <> 'new_platform' AND (r.wave IS NULL OR r.wave = %s)
-                  AND NOT EXISTS (SELECT 1 FROM waves.candidates o WHERE o.policy_id = c.policy_id AND o.wave_id <> %s)
-                ORDER BY c.policy_id LIMIT %s
-                """, (wave_id, now, wal_id, wave_id, wave_id, wave["size_cap"]))
+                WHERE ((r.wave IS NULL AND r.system_of_record <> 'new_platform') OR r.wave = %(w)s)
+                  AND NOT EXISTS (SELECT 1 FROM waves.candidates o JOIN waves.waves ow USING (wave_id)
+                                  WHERE o.policy_id = c.policy_id AND o.wave_id <> %(w)s AND o.target <> 'dq_queue'
+                                    AND ow.status IN ('approved', 'running', 'completed'))
+                ORDER BY c.policy_id LIMIT %(cap)s
+                """, {"w": wave_id, "now": now, "wal": wal_id, "cap": wave["size_cap"]})
             return cur.rowcount
+
+    def candidate_targets(self, wave_id: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(text("SELECT target, count(*) FROM waves.candidates WHERE wave_id = :w "
+                                          "GROUP BY 1 ORDER BY 1"), {"w": wave_id}).all())

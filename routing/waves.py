@@ -1,8 +1,9 @@
 """Wave planning: propose waves over the routed book (pure; no Dagster, no database).
 
-Wave 0 takes clean candidates (in force, high data-quality score, simple lines) straight to the new
-platform; later waves take the rest of the new-platform book line of business by line of business,
-split by state when a line is bigger than the size cap. Each wave's selection criteria are a
+Wave 0 takes clean candidates (in force, high data-quality score, simple lines) routed to the new
+platform, straight through (its target is `new_platform`); later waves take the rest of the book line of business by line of business,
+split by state when a line is bigger than the size cap; their target is `routed`: each policy goes to
+its routed target, the new platform, the coexistence bridge, the legacy batch, or the DQ queue. Each wave's selection criteria are a
 condition in the routing rule language, so an operator can read and change them.
 """
 
@@ -17,6 +18,7 @@ from routing.rules import selection_mask
 
 DEFAULT_GATES = {"completeness": 0.99, "mean_dq_score": 95.0, "min_dq_score": 60.0, "mapping_confidence": 0.9}
 SIMPLE_LINES = ("life", "personal_auto", "homeowners")
+ROUTED = "routed"  # a wave's target when each of its policies goes to its own routed target
 
 
 @dataclass
@@ -38,24 +40,32 @@ class WaveSpec:
 
 def propose_plan(book: pa.Table, *, start: datetime, cadence_days: int = 7, size_cap: int = 50_000,
                  clean_dq: float = 99.0) -> list[WaveSpec]:
-    """Waves for the policies routed to the new platform. `book` holds the canonical policy columns
-    the criteria use plus `target` (the routing decision), in policy id order."""
+    """Waves over the routed book. `book` holds the canonical policy columns the criteria use plus `target`
+    (the routing decision), in policy id order. A wave takes a slice of the book and each of its policies
+    goes where routing sends it (new platform, bridge, legacy batch, or the DQ queue)."""
     to_new = np.asarray(pc.fill_null(pc.equal(book.column("target"), "new_platform"), False).to_numpy(zero_copy_only=False))
+    everything = np.ones(book.num_rows, dtype=bool)
     waves: list[WaveSpec] = []
 
-    def add(name: str, criteria: dict, mask: np.ndarray) -> None:
-        waves.append(WaveSpec(len(waves), name, "new_platform", criteria, size_cap,
-                              start + timedelta(days=cadence_days * len(waves)), estimated=int(min(mask.sum(), size_cap))))
+    def add(name: str, criteria: dict, mask: np.ndarray, target: str = ROUTED) -> None:
+        # one state alone can exceed the cap: then the same criteria run as several waves, each taking the
+        # next `size_cap` policies not yet moved (wave 0 takes only its first cap; the rest go by line)
+        count = int(mask.sum())
+        parts = 1 if target != ROUTED else max(1, -(-count // size_cap))
+        for part in range(parts):
+            waves.append(WaveSpec(len(waves), name + (f" (part {part + 1} of {parts})" if parts > 1 else ""), target,
+                                  criteria, size_cap, start + timedelta(days=cadence_days * len(waves)),
+                                  estimated=min(count - part * size_cap, size_cap)))
 
     clean = {"all": [{"field": "status", "operator": "equals", "value": "in_force"},
                      {"field": "dq_score", "operator": "greater_or_equal", "value": clean_dq},
                      {"field": "line_of_business", "operator": "in", "value": list(SIMPLE_LINES)}]}
     clean_mask = to_new & selection_mask(clean, book, "wave 0 criteria")
-    add("Wave 0: clean in-force simple lines", clean, clean_mask)
+    add("Wave 0: clean in-force simple lines", clean, clean_mask, "new_platform")
     # wave 0 takes the first `size_cap` clean policies (selection goes by policy id); the rest wait for later waves
     taken = np.zeros(len(clean_mask), dtype=bool)
     taken[np.flatnonzero(clean_mask)[:size_cap]] = True
-    remaining = to_new & ~taken
+    remaining = everything & ~taken
     lines = pc.value_counts(book.column("line_of_business").filter(pa.array(remaining))).to_pylist()
     for item in sorted(lines, key=lambda i: (-i["counts"], str(i["values"]))):
         lob = item["values"]

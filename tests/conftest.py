@@ -79,11 +79,13 @@ def home(tmp_path, monkeypatch) -> Path:
 def resources(database_url, home):
     from resources.database import DatabaseResource
     from resources.landing import LandingResource
+    from resources.target_store import TargetsResource
     from resources.wal import WriteAheadLog
 
     database = DatabaseResource(url=database_url)
     return {"database": database, "landing": LandingResource(path=str(home / "landing")),
-            "wal": WriteAheadLog(database=database)}
+            "wal": WriteAheadLog(database=database),
+            "targets": TargetsResource(database=database, outbound=str(home / "outbound"))}
 
 
 @pytest.fixture

@@ -59,10 +59,11 @@ def test_a_wave_selects_its_policies_once_and_the_next_wave_excludes_them(planne
             "JOIN coexistence.registry r USING (policy_id) JOIN canonical.policies p USING (policy_id)")).all()
     by_wave = {w: [r for r in rows if r.wave_id == w] for w in ids[:2]}
     assert 0 < len(by_wave[ids[0]]) <= 60
-    assert all(r.target == "new_platform" and r.system_of_record != "new_platform" for r in rows)
+    # wave 0 takes only policies routed to the new platform, and moves them there
+    assert all(r.target == "new_platform" and r.system_of_record == "new_platform" for r in by_wave[ids[0]])
     assert all(r.status == "in_force" and r.dq_score >= 99 for r in by_wave[ids[0]])  # wave 0's criteria
     assert not {r.policy_id for r in by_wave[ids[0]]} & {r.policy_id for r in by_wave[ids[1]]}
-    assert store.wave(ids[0])["status"] == "running" and store.wave(ids[0])["attempts"] == 2
+    assert store.wave(ids[0])["status"] == "completed" and store.wave(ids[0])["attempts"] == 2
 
 
 def test_gates_pass_for_a_clean_wave_and_stop_a_wave_that_falls_short(planned, resources, engine, instance):
@@ -71,7 +72,7 @@ def test_gates_pass_for_a_clean_wave_and_stop_a_wave_that_falls_short(planned, r
         store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="tester")
     clean = run_wave(ids[0], resources=resources, dagster_instance=instance)
     assert clean.success and clean.failed_checks == []
-    assert store.wave(ids[0])["status"] == "running"
+    assert store.wave(ids[0])["status"] == "completed"
     with engine.begin() as conn:  # a stricter wave: its mean DQ score cannot reach 100.5
         conn.execute(text("UPDATE waves.waves SET gates = jsonb_set(gates, '{mean_dq_score}', '100.5') WHERE wave_id = :w"),
                      {"w": ids[1]})
@@ -94,3 +95,4 @@ def test_business_rules_name_the_policies_that_break_them(planned, resources, en
     assert not again.success and "waves/candidates: waves_candidates_business_rules" in again.failed_checks
     reason = store.wave(ids[0])["status_reason"]
     assert "business_rules failed" in reason and victim in reason
+    assert again.rollbacks == []  # the rerun loaded nothing: the earlier load stays

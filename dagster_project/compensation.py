@@ -1,0 +1,144 @@
+"""Compensation: `rollback_wave_job` undoes a wave (or one policy of it) in reverse order of its WAL entries.
+
+Each undo step is its own WAL intent (namespace `compensation`, key `compensate:<entry>:<attempt>`
+or `...:policy:<id>`), and a wave-level step marks the entry it undid `compensated`. Steps already
+done are skipped, so running the rollback twice changes nothing the second time.
+
+It runs by hand (`data-mash wave rollback W`) and automatically: `wave_failure_sensor` when a
+`run_wave_job` run fails after loading something, `wave_reconciliation_sensor` when a wave's
+reconciliation failed.
+"""
+
+import warnings
+
+import dagster as dg
+
+from assets.targets import OPERATIONS
+from assets.waves import run_wave_job
+from resources.target_store import TargetsResource
+from resources.wal import WalStore, WriteAheadLog
+from resources.wave_store import WaveStore
+
+ROLLBACK_JOB = "rollback_wave_job"
+LOADS = tuple(OPERATIONS.values())
+COMPENSABLE = ("select_candidates", *LOADS)
+LIVE = ("committed", "failed", "pending")  # a failed or dead attempt may sit on data an earlier attempt committed
+
+
+class RollbackConfig(dg.Config):
+    wave_id: str
+    policy_id: str = ""  # empty: the whole wave
+    reason: str = "requested by an operator"
+
+
+def _step_key(entry: dict, policy_id: str) -> str:
+    return f"compensate:{entry['id']}:{entry['attempts']}" + (f":policy:{policy_id}" if policy_id else "")
+
+
+@dg.op(description="List the wave's WAL entries to undo, latest first; refuse while a load of the wave is running.")
+def plan_wave_rollback(context: dg.OpExecutionContext, config: RollbackConfig, wal: WriteAheadLog) -> dict:
+    store = wal.store()
+    entries = store.wave_entries(config.wave_id, COMPENSABLE, LIVE)
+    busy = [e for e in entries if e["status"] == "pending" and store.owner_alive(e["idempotency_key"])]
+    if busy:
+        raise dg.Failure(f"wave {config.wave_id} is still loading ({busy[0]['operation']}, WAL entry {busy[0]['id']}); "
+                         "roll back once its run has ended")
+    steps = [e for e in entries if store.status_of(_step_key(e, config.policy_id)) != "committed"]
+    context.log.info(f"{len(steps)} of {len(entries)} WAL entries of wave {config.wave_id} to undo"
+                     + (f" for policy {config.policy_id}" if config.policy_id else ""))
+    return {"wave_id": config.wave_id, "policy_id": config.policy_id, "reason": config.reason, "steps": steps}
+
+
+@dg.op(description="Undo each entry in order, each as a WAL-logged compensation step; mark wave-level entries "
+                   "compensated.")
+def compensate_wave_entries(context: dg.OpExecutionContext, plan: dict, wal: WriteAheadLog,
+                            targets: TargetsResource) -> dict:
+    wave_id, policy_id = plan["wave_id"], plan["policy_id"] or None
+    store, wal_store = targets.store(), wal.store()
+    undone = []
+    for entry in plan["steps"]:
+        with wal.intent(context, namespace="compensation", operation=f"undo_{entry['operation']}",
+                        target=entry["target"], key=_step_key(entry, plan["policy_id"]),
+                        payload={"undoes": entry["id"], "wave": wave_id, "policy": policy_id, "reason": plan["reason"]},
+                        wave=wave_id) as intent:
+            detail = store.compensate(entry["operation"], wave_id, entry["id"], policy_id=policy_id,
+                                      actor=f"{ROLLBACK_JOB} {context.run.run_id[:8]}")
+            intent.result = detail
+        if policy_id is None:
+            wal_store.compensated(entry["id"], {"by": intent.id, **detail})
+        undone.append({"entry": entry["id"], "operation": entry["operation"], "compensation": intent.id, **detail})
+        context.log.info(f"undid WAL entry {entry['id']} ({entry['operation']}): {detail}")
+    return {**plan, "undone": undone}
+
+
+@dg.op(description="Mark the wave rolled back (whole-wave rollback) and report what was undone.")
+def close_wave_rollback(context: dg.OpExecutionContext, result: dict, targets: TargetsResource) -> dg.Output:
+    wave_id, policy_id = result["wave_id"], result["policy_id"]
+    waves = WaveStore(targets.store().engine)
+    if not policy_id and (result["undone"] or waves.wave(wave_id)["status"] != "rolled_back"):
+        waves.set_status(wave_id, "rolled_back", allowed_from=("approved", "running", "failed", "completed"),
+                         reason=f"rolled back: {result['reason']}; {len(result['undone'])} WAL entries undone")
+    rows = sum(v for u in result["undone"] for k, v in u.items()
+               if isinstance(v, int) and k not in ("entry", "compensation"))
+    return dg.Output(None, metadata={
+        "wave": wave_id, "policy": policy_id or "whole wave", "entries_undone": len(result["undone"]),
+        "rows_and_files_undone": rows, "steps": dg.MetadataValue.json(result["undone"])})
+
+
+@dg.job(name=ROLLBACK_JOB, description="Undo a wave, or one policy of it, in reverse order of its WAL entries: delete "
+                                       "what it loaded, restore the registry rows it replaced, withdraw its legacy batch "
+                                       "file and queue entries. Idempotent.",
+        tags={"data_mash/kind": "compensation"})
+def rollback_wave_job():
+    close_wave_rollback(compensate_wave_entries(plan_wave_rollback()))
+
+
+def rollback_request(wal_store: WalStore, waves: WaveStore, wave_id: str, reason: str, run_id: str | None = None):
+    """A run request for `rollback_wave_job` if the wave (or, given `run_id`, that run of it) loaded anything,
+    else a skip reason. A rerun stopped by its gates loaded nothing, and leaves the wave's earlier load alone."""
+    loaded = [e for e in wal_store.wave_entries(wave_id, LOADS, LIVE) if run_id is None or e["run_id"] == run_id]
+    if not loaded:
+        return dg.SkipReason(f"wave {wave_id}: nothing was loaded" + (f" by run {run_id}" if run_id else "")
+                             + ", nothing to undo")
+    attempts = waves.wave(wave_id)["attempts"]
+    return dg.RunRequest(
+        run_key=f"rollback:{wave_id}:attempt-{attempts}",
+        run_config={"ops": {"plan_wave_rollback": {"config": {"wave_id": wave_id, "reason": reason}}}},
+        tags={"data_mash/wave": wave_id, "data_mash/launched_by": "compensation"})
+
+
+def build_wave_failure_sensor() -> dg.SensorDefinition:
+    with warnings.catch_warnings():  # Dagster's own decorator passes a beta parameter (`owners`) and warns of it
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _wave_failure_sensor()
+
+
+def _wave_failure_sensor() -> dg.SensorDefinition:
+    @dg.run_failure_sensor(name="wave_failure_sensor", monitored_jobs=[run_wave_job],
+                           request_job=rollback_wave_job, default_status=dg.DefaultSensorStatus.RUNNING,
+                           description="When a wave run fails after loading something, launches `rollback_wave_job` "
+                                       "for that wave.")
+    def wave_failure_sensor(context: dg.RunFailureSensorContext, wal: WriteAheadLog, targets: TargetsResource):
+        wave_id = context.dagster_run.tags.get("dagster/partition")
+        if not wave_id:
+            return dg.SkipReason("the failed run names no wave")
+        return rollback_request(wal.store(), WaveStore(targets.store().engine), wave_id,
+                                f"run {context.dagster_run.run_id} failed", run_id=context.dagster_run.run_id)
+
+    return wave_failure_sensor
+
+
+def build_wave_reconciliation_sensor() -> dg.SensorDefinition:
+    @dg.sensor(name="wave_reconciliation_sensor", job=rollback_wave_job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="When a wave's reconciliation failed (in its run or when re-run on its own), launches "
+                           "`rollback_wave_job` for that wave.")
+    def wave_reconciliation_sensor(context: dg.SensorEvaluationContext, wal: WriteAheadLog, targets: TargetsResource):
+        waves = WaveStore(targets.store().engine)
+        requests = [rollback_request(wal.store(), waves, w["wave_id"], w["status_reason"])
+                    for w in waves.failed_reconciliations()]
+        runs = [r for r in requests if isinstance(r, dg.RunRequest)]
+        return dg.SensorResult(run_requests=runs,
+                               skip_reason=None if runs else dg.SkipReason("no failed reconciliation left to undo"))
+
+    return wave_reconciliation_sensor

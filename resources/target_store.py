@@ -1,0 +1,622 @@
+"""The targets of a wave in PostgreSQL and on disk, their reconciliation, and their compensation.
+
+Each candidate of a wave goes where routing sends it:
+
+| routed target        | new platform tables | legacy batch file | DQ queue | bridge | system of record after |
+|----------------------|:-------------------:|:-----------------:|:--------:|:------:|------------------------|
+| `new_platform`       | yes                 |                   |          |        | `new_platform`         |
+| `coexistence_bridge` | yes                 | yes               |          | yes    | its legacy system      |
+| `legacy_batch`       |                     | yes               |          |        | its legacy system      |
+| `dq_queue`           |                     |                   | yes      |        | unchanged, no wave     |
+
+Every load is one transaction that also updates the coexistence registry for the policies it
+owns, after saving their registry rows (`targets.registry_saved`, by WAL entry), so that
+compensation can put back exactly what was there. Rows carry their wave and WAL entry id; a
+rerun of the same wave upserts and changes nothing. Compensation deletes by WAL entry id.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+from sqlalchemy import Engine, text
+
+from canonical.tables import MONEY, V1_TABLES
+from canonical.targets import TargetMapping, expected_select, load_target_mapping, transform
+from legacy import outbound
+from resources.coexistence_store import CoexistenceStore
+from resources.database import DatabaseResource, data_mash_home, psycopg_cursor
+from resources.intake_store import copy_arrow, copy_to_arrow, file_sha256
+
+# which routed targets each target asset takes from a wave's candidates
+SCOPE = {
+    "new_platform": ("new_platform", "coexistence_bridge"),
+    "legacy_batch": ("legacy_batch", "coexistence_bridge"),
+    "dq_queue": ("dq_queue",),
+    "coexistence_bridge": ("coexistence_bridge",),
+}
+# whose registry rows each target asset moves (the policies it is the final destination of)
+OWNS = {"new_platform": ("new_platform",), "legacy_batch": ("legacy_batch",), "dq_queue": (),
+        "coexistence_bridge": ("coexistence_bridge",)}
+REGISTRY_COLUMNS = ["policy_id", "source_system", "system_of_record", "planned_target", "wave", "routing_rule",
+                    "rule_set_version", "pinned", "since", "updated_at", "wal_id"]
+BLOCK = 50_000  # policies per block of a load
+
+
+class TargetError(RuntimeError):
+    """A load that must not go on (a policy already loaded by another wave, a wave still loading)."""
+
+
+@dataclass
+class LoadResult:
+    policies: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    inserted: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
+    registry_moved: int = 0
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        return sum(self.inserted.values()) + sum(self.updated.values()) + sum(self.removed.values())
+
+
+def _scope(cur, wave_id: str, targets: tuple[str, ...], policy_id: str | None = None) -> int:
+    """A temp table `scope` of the wave's candidates routed to these targets."""
+    cur.execute("DROP TABLE IF EXISTS pg_temp.scope")
+    cur.execute("CREATE TEMP TABLE scope (policy_id text PRIMARY KEY, target text) ON COMMIT DROP")
+    cur.execute("INSERT INTO scope SELECT policy_id, target FROM waves.candidates WHERE wave_id = %s AND target = ANY(%s)"
+                + (" AND policy_id = %s" if policy_id else ""), (wave_id, list(targets), *([policy_id] if policy_id else [])))
+    count = cur.rowcount
+    cur.execute("ANALYZE scope")
+    return count
+
+
+def _move_registry(cur, wave_id: str, wal_id: int, owned: tuple[str, ...], to_system: str | None, now: datetime,
+                   actor: str) -> int:
+    """Point the registry of the wave's policies routed to `owned` at this wave (and `to_system`), saving each row
+    first. Only rows that change are touched, so a rerun changes nothing."""
+    if not owned:
+        return 0
+    moving = ("FROM waves.candidates c WHERE c.wave_id = %(w)s AND c.target = ANY(%(owned)s) "
+              "AND c.policy_id = r.policy_id AND (r.system_of_record, r.wave) IS DISTINCT FROM "
+              "(coalesce(%(to)s, r.system_of_record), %(w)s)")
+    params = {"w": wave_id, "owned": list(owned), "to": to_system, "wal": wal_id, "now": now, "actor": actor}
+    cur.execute("INSERT INTO targets.registry_saved SELECT %(wal)s, r.* FROM coexistence.registry r WHERE EXISTS "
+                "(SELECT 1 " + moving + ") ON CONFLICT DO NOTHING", params)
+    cur.execute(
+        "INSERT INTO coexistence.history (policy_id, at, change, from_system, to_system, from_target, to_target, rule, "
+        "rule_set_version, reason, actor, wal_id) SELECT r.policy_id, %(now)s, 'wave_load', r.system_of_record, "
+        "coalesce(%(to)s, r.system_of_record), r.planned_target, c.target, r.routing_rule, r.rule_set_version, "
+        "'wave ' || %(w)s || ' loaded it for ' || c.target, %(actor)s, %(wal)s FROM coexistence.registry r, "
+        "waves.candidates c WHERE c.wave_id = %(w)s AND c.target = ANY(%(owned)s) AND c.policy_id = r.policy_id "
+        "AND (r.system_of_record, r.wave) IS DISTINCT FROM (coalesce(%(to)s, r.system_of_record), %(w)s)", params)
+    cur.execute("UPDATE coexistence.registry r SET system_of_record = coalesce(%(to)s, r.system_of_record), "
+                "wave = %(w)s, since = %(now)s, updated_at = %(now)s, wal_id = %(wal)s " + moving, params)
+    return cur.rowcount
+
+
+def _restore_registry(cur, wal_id: int, policy_id: str | None, now: datetime, actor: str, reason: str) -> int:
+    """Put back the registry rows a load replaced (saved under its WAL entry), and record it in the history."""
+    only = " AND s.policy_id = %(p)s" if policy_id else ""
+    params = {"wal": wal_id, "p": policy_id, "now": now, "actor": actor, "reason": reason}
+    cur.execute(
+        "INSERT INTO coexistence.history (policy_id, at, change, from_system, to_system, from_target, to_target, rule, "
+        "rule_set_version, reason, actor, wal_id) SELECT r.policy_id, %(now)s, 'rollback', r.system_of_record, "
+        "s.system_of_record, r.planned_target, s.planned_target, s.routing_rule, s.rule_set_version, %(reason)s, "
+        "%(actor)s, %(wal)s FROM coexistence.registry r JOIN targets.registry_saved s USING (policy_id) "
+        "WHERE s.saved_by_wal = %(wal)s" + only, params)
+    assignments = ", ".join(f"{c} = s.{c}" for c in REGISTRY_COLUMNS if c != "policy_id")
+    cur.execute(f"UPDATE coexistence.registry r SET {assignments} FROM targets.registry_saved s "
+                "WHERE s.policy_id = r.policy_id AND s.saved_by_wal = %(wal)s" + only, params)
+    restored = cur.rowcount
+    cur.execute("DELETE FROM targets.registry_saved s WHERE s.saved_by_wal = %(wal)s" + only, params)
+    return restored
+
+
+class TargetStore:
+    def __init__(self, engine: Engine, outbound_dir: Path, mapping: TargetMapping | None = None):
+        self.engine = engine
+        self.outbound_dir = Path(outbound_dir)
+        self.mapping = mapping or load_target_mapping()
+
+    # -- readiness ------------------------------------------------------------------------
+    def readiness(self) -> dict:
+        """Is the new platform's schema there at the mapping's version, the connection alive, the outbound
+        folder writable? Returns observed facts and a list of problems (empty when ready)."""
+        problems, observed = [], {"mapping_version": self.mapping.version}
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SET LOCAL statement_timeout = 5000"))
+                conn.execute(text("SELECT 1"))
+                row = conn.execute(text("SELECT version FROM targets.schema_versions WHERE target = :t"),
+                                   {"t": self.mapping.target}).one_or_none()
+                columns = conn.execute(text(
+                    "SELECT table_name, array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns "
+                    "WHERE table_schema = :s GROUP BY 1"), {"s": self.mapping.target}).all()
+        except Exception as error:  # the gate reports it; the wave must not load
+            return {"observed": {**observed, "connection": f"failed: {type(error).__name__}"},
+                    "problems": [f"target database unreachable: {type(error).__name__}: {error}"[:300]]}
+        observed["connection"] = "alive"
+        observed["schema_version"] = row[0] if row else None
+        if row is None or row[0] != self.mapping.version:
+            problems.append(f"{self.mapping.target} schema is at version {row[0] if row else 'none'}, "
+                            f"the mapping needs {self.mapping.version}")
+        present = dict(columns)
+        for t in self.mapping.tables.values():
+            want = [*t.columns, "wave_id", "wal_id", "loaded_at"]
+            if present.get(t.name) != want:
+                problems.append(f"{self.mapping.target}.{t.name} is missing or has other columns than the mapping's")
+        observed["tables"] = len(present)
+        try:
+            self.outbound_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.outbound_dir / f".ready-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+            observed["outbound_folder"] = "writable"
+        except OSError as error:
+            problems.append(f"legacy batch folder {self.outbound_dir} is not writable: {error.strerror}")
+            observed["outbound_folder"] = "not writable"
+        return {"observed": observed, "problems": problems}
+
+    # -- new platform ---------------------------------------------------------------------
+    def load_new_platform(self, wave_id: str, wal_id: int, *, actor: str, on_block=None,
+                          block: int = BLOCK) -> LoadResult:
+        """COPY the wave's policies into staging tables, block by block, then upsert each table; move the registry."""
+        result = LoadResult()
+        now = datetime.now(timezone.utc)
+        drops = CoexistenceStore(self.engine).book_drops()
+        tables = list(self.mapping.tables.values())
+        with psycopg_cursor(self.engine) as cur:
+            result.policies = _scope(cur, wave_id, SCOPE["new_platform"])
+            cur.execute("SELECT count(*) FROM new_platform.policy x JOIN scope ON scope.policy_id = x.policy_number "
+                        "WHERE x.wave_id <> %s", (wave_id,))
+            taken = cur.fetchone()[0]
+            if taken:
+                raise TargetError(f"{taken} policies of wave {wave_id} are already on the new platform from another wave")
+            for t in tables:
+                cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE new_platform.{}) ON COMMIT DROP").format(
+                    sql.Identifier(f"stage_{t.name}"), sql.Identifier(t.name)))
+            cur.execute("SELECT policy_id FROM scope ORDER BY policy_id")
+            ids = [r[0] for r in cur.fetchall()]
+            bounds = [(ids[i - 1] if i else "", ids[min(i + block, len(ids)) - 1]) for i in range(0, len(ids), block)]
+            for lo, hi in bounds:
+                for t in tables:
+                    for source in t.sources:
+                        canonical = V1_TABLES[source.table]
+                        query = sql.SQL("COPY (SELECT {} FROM canonical.{} c JOIN scope USING (policy_id) "
+                                        "WHERE c.drop_key = ANY({}) AND c.policy_id > {} AND c.policy_id <= {}) "
+                                        "TO STDOUT (FORMAT csv)").format(
+                            sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n in canonical.names),
+                            sql.Identifier(canonical.name), sql.Literal(drops), sql.Literal(lo), sql.Literal(hi))
+                        rows = copy_to_arrow(cur, query, [(c.name, c.type) for c in canonical.columns])
+                        staged = transform(t, source, rows)
+                        n = staged.num_rows
+                        staged = (staged.append_column("wave_id", pa.array([wave_id] * n, pa.string()))
+                                  .append_column("wal_id", pa.array([wal_id] * n, pa.int64()))
+                                  .append_column("loaded_at", pa.array([now] * n, pa.timestamp("us", tz="UTC"))))
+                        copy_arrow(cur, "pg_temp", f"stage_{t.name}", staged)
+                if on_block:
+                    on_block(hi)
+            for t in tables:
+                self._upsert(cur, t, wave_id, result)
+            result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["new_platform"], "new_platform", now, actor)
+            cur.execute("UPDATE targets.dq_queue q SET released_at = %s, released_by_wave = %s FROM scope "
+                        "WHERE q.policy_id = scope.policy_id AND q.released_at IS NULL AND q.wave_id <> %s",
+                        (now, wave_id, wave_id))
+            result.detail["released_from_dq_queue"] = cur.rowcount
+        return result
+
+    @staticmethod
+    def _upsert(cur, t, wave_id: str, result: LoadResult) -> None:
+        stage, target = sql.Identifier(f"stage_{t.name}"), sql.SQL("new_platform.{}").format(sql.Identifier(t.name))
+        cols = [*t.columns, "wave_id", "wal_id"]
+        ident = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+        key = sql.SQL(", ").join(sql.Identifier(c) for c in t.key)
+        excluded = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in cols)
+        current = sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in cols)
+        cur.execute(sql.SQL(
+            "WITH up AS (INSERT INTO {target} AS x ({ident}, loaded_at) SELECT {ident}, loaded_at FROM {stage} "
+            "ON CONFLICT ({key}) DO UPDATE SET ({ident}, loaded_at) = ({excluded}, EXCLUDED.loaded_at) "
+            "WHERE ({current}) IS DISTINCT FROM ({excluded}) RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up").format(
+            target=target, ident=ident, stage=stage, key=key, excluded=excluded, current=current))
+        result.inserted[t.name], result.updated[t.name] = cur.fetchone()
+        # rows of this wave's policies that the book no longer has (a coverage removed since the last run)
+        match = sql.SQL(" AND ").join(sql.SQL("s.{0} = x.{0}").format(sql.Identifier(c)) for c in t.key)
+        cur.execute(sql.SQL("DELETE FROM {target} x USING scope WHERE x.policy_number = scope.policy_id "
+                            "AND x.wave_id = {w} AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})").format(
+            target=target, w=sql.Literal(wave_id), stage=stage, match=match))
+        result.removed[t.name] = cur.rowcount
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
+        result.rows[t.name] = cur.fetchone()[0]
+
+    # -- legacy batch ---------------------------------------------------------------------
+    def batch_path(self, wave_id: str) -> Path:
+        return self.outbound_dir / "legacy_batch" / f"POLOUT-{wave_id}.dat"
+
+    def write_legacy_batch(self, wave_id: str, wal_id: int, *, actor: str) -> LoadResult:
+        """Write the wave's legacy-serviced policies as a POLOUT file (written aside, then renamed into place)."""
+        result = LoadResult()
+        now = datetime.now(timezone.utc)
+        path = self.batch_path(wave_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with psycopg_cursor(self.engine) as cur:
+            result.policies = _scope(cur, wave_id, SCOPE["legacy_batch"])
+            policies, summary = self._batch_rows(cur)
+            data = outbound.encode_policies(policies, summary.column("coverage_count"), summary.column("total_limit"),
+                                            wave_id)
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(data)
+            with open(partial, "rb") as f:
+                os.fsync(f.fileno())
+            digest = file_sha256(partial)
+            premium = pc.sum(policies.column("annual_premium")).as_py() if policies.num_rows else 0
+            cur.execute("SELECT file_id, sha256 FROM targets.outbound_files WHERE wave_id = %s AND status = 'delivered'",
+                        (wave_id,))
+            existing = cur.fetchone()
+            if existing and existing[1] == digest and path.exists():
+                partial.unlink()
+                result.detail = {"file": str(path), "sha256": digest, "unchanged": True}
+            else:
+                if existing:
+                    cur.execute("DELETE FROM targets.outbound_records WHERE file_id = %s", (existing[0],))
+                    cur.execute("DELETE FROM targets.outbound_files WHERE file_id = %s", (existing[0],))
+                cur.execute("INSERT INTO targets.outbound_files (wave_id, path, records, sha256, annual_premium, status, "
+                            "written_at, wal_id) VALUES (%s, %s, %s, %s, %s, 'delivered', %s, %s) RETURNING file_id",
+                            (wave_id, str(path), policies.num_rows, digest, premium, now, wal_id))
+                file_id = cur.fetchone()[0]
+                copy_arrow(cur, "targets", "outbound_records", pa.table({
+                    "file_id": pa.array([file_id] * policies.num_rows, pa.int64()),
+                    "policy_id": policies.column("policy_id"),
+                    "record_no": pa.array(range(1, policies.num_rows + 1), pa.int64())}))
+                os.replace(partial, path)  # in place before the transaction commits; a rerun rewrites it the same
+                result.inserted["records"] = policies.num_rows
+                result.detail = {"file": str(path), "sha256": digest, "unchanged": False}
+            result.rows["records"] = policies.num_rows
+            result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["legacy_batch"], None, now, actor)
+        return result
+
+    def _batch_rows(self, cur) -> tuple[pa.Table, pa.Table]:
+        drops = CoexistenceStore(self.engine).book_drops()
+        cols = [(n, V1_TABLES["policies"].column(n).type) for n in outbound.POLICY_COLUMNS]
+        policies = copy_to_arrow(cur, sql.SQL(
+            "COPY (SELECT {} FROM canonical.policies c JOIN scope USING (policy_id) WHERE c.drop_key = ANY({}) "
+            "ORDER BY c.policy_id) TO STDOUT (FORMAT csv)").format(
+            sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n, _ in cols), sql.Literal(drops)), cols)
+        summary = copy_to_arrow(cur, sql.SQL(
+            "COPY (SELECT s.policy_id, count(v.policy_id), coalesce(sum(v.limit_amount), 0) FROM scope s "
+            "LEFT JOIN canonical.coverages v ON v.policy_id = s.policy_id AND v.drop_key = ANY({}) "
+            "GROUP BY s.policy_id ORDER BY s.policy_id) TO STDOUT (FORMAT csv)").format(sql.Literal(drops)),
+            [("policy_id", pa.string()), ("coverage_count", pa.int64()), ("total_limit", MONEY)])
+        summary = pa.table({"policy_id": policies.column("policy_id")}).join(summary, "policy_id", join_type="left outer")
+        summary = summary.sort_by("policy_id")  # joins do not keep order; both sides are in policy id order
+        return policies, summary
+
+    # -- DQ queue and bridge --------------------------------------------------------------
+    def queue_held_back(self, wave_id: str, wal_id: int) -> LoadResult:
+        """Queue the wave's policies that routing holds back, with the rule and the data-quality findings."""
+        result = LoadResult()
+        now = datetime.now(timezone.utc)
+        drops = CoexistenceStore(self.engine).book_drops()
+        with psycopg_cursor(self.engine) as cur:
+            result.policies = _scope(cur, wave_id, SCOPE["dq_queue"])
+            cur.execute(
+                "INSERT INTO targets.dq_queue AS q (policy_id, wave_id, source_system, routing_rule, reasons, dq_score, "
+                "queued_at, wal_id) SELECT s.policy_id, %(w)s, p.source_system, d.rule_name, "
+                "'routing rule ' || d.rule_name || coalesce('; findings: ' || nullif(p.dq_findings, ''), ''), p.dq_score, "
+                "%(now)s, %(wal)s FROM scope s JOIN canonical.policies p ON p.policy_id = s.policy_id "
+                "AND p.drop_key = ANY(%(drops)s) JOIN routing.decisions d ON d.policy_id = s.policy_id "
+                "ON CONFLICT (policy_id, wave_id) DO UPDATE SET routing_rule = EXCLUDED.routing_rule, "
+                "reasons = EXCLUDED.reasons, dq_score = EXCLUDED.dq_score, wal_id = EXCLUDED.wal_id "
+                "WHERE (q.routing_rule, q.reasons, q.dq_score, q.wal_id) IS DISTINCT FROM "
+                "(EXCLUDED.routing_rule, EXCLUDED.reasons, EXCLUDED.dq_score, EXCLUDED.wal_id)",
+                {"w": wave_id, "now": now, "wal": wal_id, "drops": drops})
+            result.inserted["queued"] = cur.rowcount
+            cur.execute("SELECT count(*) FROM targets.dq_queue WHERE wave_id = %s", (wave_id,))
+            result.rows["queued"] = cur.fetchone()[0]
+        return result
+
+    def record_bridge(self, wave_id: str, wal_id: int, *, actor: str) -> LoadResult:
+        """Record the wave's bridge policies (on the new platform and in the legacy batch), legacy authoritative."""
+        result = LoadResult()
+        now = datetime.now(timezone.utc)
+        with psycopg_cursor(self.engine) as cur:
+            result.policies = _scope(cur, wave_id, SCOPE["coexistence_bridge"])
+            cur.execute("SELECT count(*) FROM scope s WHERE NOT EXISTS (SELECT 1 FROM new_platform.policy x "
+                        "WHERE x.policy_number = s.policy_id AND x.wave_id = %s)", (wave_id,))
+            missing = cur.fetchone()[0]
+            if missing:
+                raise TargetError(f"{missing} bridge policies of wave {wave_id} are not on the new platform yet")
+            cur.execute(
+                "INSERT INTO targets.coexistence_bridge AS b (policy_id, wave_id, authoritative_system, legacy_system, "
+                "since, wal_id) SELECT s.policy_id, %(w)s, r.system_of_record, r.source_system, %(now)s, %(wal)s "
+                "FROM scope s JOIN coexistence.registry r USING (policy_id) "
+                "ON CONFLICT (policy_id) DO UPDATE SET wave_id = EXCLUDED.wave_id, "
+                "authoritative_system = EXCLUDED.authoritative_system, wal_id = EXCLUDED.wal_id "
+                "WHERE (b.wave_id, b.authoritative_system, b.wal_id) IS DISTINCT FROM "
+                "(EXCLUDED.wave_id, EXCLUDED.authoritative_system, EXCLUDED.wal_id)",
+                {"w": wave_id, "now": now, "wal": wal_id})
+            result.inserted["bridged"] = cur.rowcount
+            result.rows["bridged"] = result.policies
+            result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["coexistence_bridge"], None, now, actor)
+        return result
+
+    # -- compensation ---------------------------------------------------------------------
+    def compensate(self, operation: str, wave_id: str, wal_id: int, *, policy_id: str | None = None,
+                   actor: str) -> dict:
+        """Undo what one WAL entry of a wave wrote (all of it, or one policy's part). Safe to repeat."""
+        now = datetime.now(timezone.utc)
+        reason = f"rollback of wave {wave_id}" + (f" for policy {policy_id}" if policy_id else "")
+        only = " AND policy_number = %(p)s" if policy_id else ""
+        params = {"wal": wal_id, "p": policy_id, "w": wave_id, "now": now}
+        undone: dict = {}
+        with psycopg_cursor(self.engine) as cur:
+            if operation == "load_new_platform":
+                for t in reversed(list(self.mapping.tables)):
+                    cur.execute(sql.SQL("DELETE FROM new_platform.{} WHERE wal_id = %(wal)s" + only).format(
+                        sql.Identifier(t)), params)
+                    undone[t] = cur.rowcount
+                cur.execute("UPDATE targets.dq_queue SET released_at = NULL, released_by_wave = NULL "
+                            "WHERE released_by_wave = %(w)s" + (" AND policy_id = %(p)s" if policy_id else ""), params)
+                undone["unreleased_from_dq_queue"] = cur.rowcount
+            elif operation == "write_legacy_batch":
+                undone.update(self._withdraw_batch(cur, wave_id, wal_id, policy_id, now))
+            elif operation == "queue_held_back":
+                cur.execute("DELETE FROM targets.dq_queue WHERE wal_id = %(wal)s" +
+                            (" AND policy_id = %(p)s" if policy_id else ""), params)
+                undone["dq_queue"] = cur.rowcount
+            elif operation == "record_bridge":
+                cur.execute("DELETE FROM targets.coexistence_bridge WHERE wal_id = %(wal)s" +
+                            (" AND policy_id = %(p)s" if policy_id else ""), params)
+                undone["coexistence_bridge"] = cur.rowcount
+            elif operation == "select_candidates":
+                cur.execute("DELETE FROM waves.candidates WHERE wave_id = %(w)s AND wal_id = %(wal)s" +
+                            (" AND policy_id = %(p)s" if policy_id else ""), params)
+                undone["candidates"] = cur.rowcount
+            else:
+                raise TargetError(f"no compensation for WAL operation {operation!r}")
+            undone["registry_restored"] = _restore_registry(cur, wal_id, policy_id, now, actor, reason)
+        return undone
+
+    def _withdraw_batch(self, cur, wave_id: str, wal_id: int, policy_id: str | None, now: datetime) -> dict:
+        path = self.batch_path(wave_id)
+        if policy_id:  # the file stays; the policy goes on the wave's withdrawal list for the mainframe job
+            cur.execute("UPDATE targets.outbound_records r SET withdrawn_at = %s FROM targets.outbound_files f "
+                        "WHERE f.file_id = r.file_id AND f.wal_id = %s AND f.status = 'delivered' AND r.policy_id = %s "
+                        "AND r.withdrawn_at IS NULL", (now, wal_id, policy_id))
+            if cur.rowcount:
+                with open(path.with_suffix(".withdrawn"), "a", encoding="ascii") as f:
+                    f.write(f"{policy_id}\n")
+            return {"outbound_records_withdrawn": cur.rowcount}
+        cur.execute("UPDATE targets.outbound_files SET status = 'withdrawn', withdrawn_at = %s "
+                    "WHERE wal_id = %s AND status = 'delivered' RETURNING path", (now, wal_id))
+        withdrawn = [Path(r[0]) for r in cur.fetchall()]
+        moved = 0
+        for p in [*withdrawn, path.with_suffix(".partial")]:
+            if p.exists():
+                folder = p.parent / "withdrawn"
+                folder.mkdir(exist_ok=True)
+                os.replace(p, folder / f"{p.name}.{now:%Y%m%dT%H%M%S}")
+                moved += 1
+        if not withdrawn and path.exists():  # written by a load whose transaction never committed
+            folder = path.parent / "withdrawn"
+            folder.mkdir(exist_ok=True)
+            os.replace(path, folder / f"{path.name}.uncommitted.{now:%Y%m%dT%H%M%S}")
+            moved += 1
+        return {"outbound_files_withdrawn": len(withdrawn), "files_moved": moved}
+
+    # -- reconciliation -------------------------------------------------------------------
+    def reconcile(self, wave_id: str, target: str, examples: int = 5) -> list["ReconCheck"]:
+        """Compare source and one target for a wave. New platform: counts per table, money totals to the cent and a
+        content hash per policy, against canonical mapped in SQL. Legacy batch: the delivered file read back. DQ queue
+        and bridge: every policy there. The result is also stored in `targets.reconciliations`."""
+        drops = CoexistenceStore(self.engine).book_drops()
+        with psycopg_cursor(self.engine) as cur:
+            if target == "new_platform":
+                checks = self._reconcile_new_platform(cur, wave_id, drops, examples)
+            elif target == "legacy_batch":
+                checks = [self._reconcile_batch(cur, wave_id, drops, examples)]
+            else:
+                checks = [self._reconcile_listed(cur, wave_id, target, examples)]
+            cur.execute("INSERT INTO targets.reconciliations (wave_id, target, reconciled_at, passed, checks) "
+                        "VALUES (%s, %s, %s, %s, %s)",
+                        (wave_id, target, datetime.now(timezone.utc), all(c.passed for c in checks),
+                         json.dumps([c.__dict__ for c in checks], default=str)))
+        return checks
+
+    def _reconcile_new_platform(self, cur, wave_id: str, drops: list[str], examples: int) -> list["ReconCheck"]:
+        checks = []
+        policies = _scope(cur, wave_id, SCOPE["new_platform"])
+        counts, money = {}, {}
+        expected_rows, actual_rows = {}, {}
+        for t in self.mapping.tables.values():
+            union = self._expected_union(t, drops)
+            actual = sql.SQL("SELECT x.policy_number AS pn, ROW({})::text AS r FROM new_platform.{} x JOIN scope "
+                             "ON scope.policy_id = x.policy_number WHERE x.wave_id = {}").format(
+                sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in t.columns),
+                sql.Identifier(t.name), sql.Literal(wave_id))
+            expected_rows[t.name], actual_rows[t.name] = union, actual
+            sums = [sql.SQL("coalesce(sum({}), 0)").format(sql.Identifier(c)) for c in t.money_columns]
+            for side, query in (("expected", union), ("actual", self._actual_full(t, wave_id))):
+                cur.execute(sql.SQL("SELECT count(*){} FROM ({}) q").format(
+                    sql.SQL("").join(sql.SQL(", ") + s for s in sums), query))
+                row = cur.fetchone()
+                counts.setdefault(t.name, {})[side] = row[0]
+                for c, v in zip(t.money_columns, row[1:]):
+                    money.setdefault(f"{t.name}.{c}", {})[side] = str(v)
+        cur.execute("SELECT count(*) FILTER (WHERE c.target = 'new_platform'), count(*) FILTER (WHERE "
+                    "c.target = 'new_platform' AND r.system_of_record = 'new_platform' AND r.wave = %s) "
+                    "FROM waves.candidates c JOIN coexistence.registry r USING (policy_id) WHERE c.wave_id = %s",
+                    (wave_id, wave_id))
+        moved = cur.fetchone()
+        counts["registry (system of record new_platform)"] = {"expected": moved[0], "actual": moved[1]}
+        bad_counts = {k: v for k, v in counts.items() if v["expected"] != v["actual"]}
+        checks.append(ReconCheck("new_platform", "row_counts", not bad_counts, {"policies": policies, "tables": counts},
+                                 [f"{k}: expected {v['expected']}, found {v['actual']}" for k, v in bad_counts.items()]))
+        bad_money = {k: v for k, v in money.items() if v["expected"] != v["actual"]}
+        checks.append(ReconCheck("new_platform", "money_totals", not bad_money, money,
+                                 [f"{k}: expected {v['expected']}, found {v['actual']}" for k, v in bad_money.items()]))
+
+        def per_policy(queries: dict) -> sql.Composable:
+            return sql.SQL(" UNION ALL ").join(
+                sql.SQL("SELECT pn, {t} AS t, md5(string_agg(r, E'\\n' ORDER BY r)) AS h FROM ({q}) q GROUP BY pn").format(
+                    t=sql.Literal(name), q=query) for name, query in queries.items())
+
+        cur.execute(sql.SQL(
+            "WITH e AS (SELECT pn, md5(string_agg(t || ':' || h, '|' ORDER BY t)) AS h FROM ({}) x GROUP BY pn), "
+            "a AS (SELECT pn, md5(string_agg(t || ':' || h, '|' ORDER BY t)) AS h FROM ({}) x GROUP BY pn) "
+            "SELECT count(*), count(*) FILTER (WHERE e.h IS DISTINCT FROM a.h), "
+            "(array_agg(coalesce(e.pn, a.pn) ORDER BY coalesce(e.pn, a.pn)) FILTER (WHERE e.h IS DISTINCT FROM a.h))[1:{}] "
+            "FROM e FULL JOIN a ON a.pn = e.pn").format(per_policy(expected_rows), per_policy(actual_rows),
+                                                        sql.Literal(examples)))
+        compared, differing, ids = cur.fetchone()
+        checks.append(ReconCheck("new_platform", "content_hash", differing == 0,
+                                 {"policies_compared": compared, "policies_differing": differing}, ids or [],
+                                 failing=differing))
+        return checks
+
+    def _reconcile_listed(self, cur, wave_id: str, target: str, examples: int) -> "ReconCheck":
+        table = {"dq_queue": "targets.dq_queue", "coexistence_bridge": "targets.coexistence_bridge"}[target]
+        _scope(cur, wave_id, SCOPE[target])
+        cur.execute(sql.SQL(
+            "SELECT (SELECT count(*) FROM scope), (SELECT count(*) FROM {t} WHERE wave_id = {w}), "
+            "(SELECT array_agg(policy_id ORDER BY policy_id) FROM (SELECT policy_id FROM scope EXCEPT "
+            "SELECT policy_id FROM {t} WHERE wave_id = {w} ORDER BY 1 LIMIT {n}) m)").format(
+            t=sql.SQL(table), w=sql.Literal(wave_id), n=sql.Literal(examples)))
+        want, have, missing = cur.fetchone()
+        return ReconCheck(target, "row_counts", want == have and not missing, {"expected": want, "actual": have},
+                          missing or [], failing=len(missing or []))
+
+    def _expected_union(self, t, drops: list[str]) -> sql.Composable:
+        parts = []
+        for source in t.sources:
+            exprs = expected_select(t, source, "c")
+            parts.append(sql.SQL("SELECT c.policy_id AS pn, ROW({})::text AS r, {} FROM canonical.{} c JOIN scope "
+                                 "USING (policy_id) WHERE c.drop_key = ANY({})").format(
+                sql.SQL(", ".join(exprs)),
+                sql.SQL(", ").join(sql.SQL(e + " AS {}").format(sql.Identifier(c)) for e, c in zip(exprs, t.columns)),
+                sql.Identifier(source.table), sql.Literal(drops)))
+        return sql.SQL(" UNION ALL ").join(parts)
+
+    @staticmethod
+    def _actual_full(t, wave_id: str) -> sql.Composable:
+        return sql.SQL("SELECT x.* FROM new_platform.{} x JOIN scope ON scope.policy_id = x.policy_number "
+                       "WHERE x.wave_id = {}").format(sql.Identifier(t.name), sql.Literal(wave_id))
+
+    def _reconcile_batch(self, cur, wave_id: str, drops: list[str], examples: int) -> "ReconCheck":
+        _scope(cur, wave_id, SCOPE["legacy_batch"])
+        expected, _ = self._batch_rows(cur)
+        cur.execute("SELECT path, sha256, records FROM targets.outbound_files WHERE wave_id = %s AND status = 'delivered'",
+                    (wave_id,))
+        row = cur.fetchone()
+        observed = {"expected_records": expected.num_rows}
+        if row is None:
+            ok = expected.num_rows == 0
+            return ReconCheck("legacy_batch", "file_read_back", ok, {**observed, "file": None},
+                              [] if ok else ["no delivered legacy batch file"])
+        path = Path(row[0])
+        if not path.exists() or file_sha256(path) != row[1]:
+            return ReconCheck("legacy_batch", "file_read_back", False, {**observed, "file": str(path)},
+                              [f"{path.name} is missing or not the file delivered (sha256 differs)"])
+        back = outbound.read_policies(path)
+        cur.execute("SELECT policy_id FROM targets.outbound_records r JOIN targets.outbound_files f USING (file_id) "
+                    "WHERE f.wave_id = %s AND f.status = 'delivered' AND r.withdrawn_at IS NOT NULL", (wave_id,))
+        withdrawn = pa.array([r[0] for r in cur.fetchall()], pa.string())
+        back = back.filter(pc.invert(pc.is_in(back.column("policy_id"), value_set=withdrawn)))
+        zero = pa.scalar(0, MONEY)
+        compare = [c for c in outbound.POLICY_COLUMNS]
+        want = expected.select(compare).set_column(
+            compare.index("face_amount"), "face_amount", pc.fill_null(expected.column("face_amount"), zero))
+        mine = back.select(compare).cast(want.schema)
+        differing = _differing_keys(want, mine, "policy_id")
+        premium_expected = pc.sum(want.column("annual_premium")).as_py() or 0
+        premium_file = pc.sum(mine.column("annual_premium")).as_py() or 0
+        observed.update({"file": path.name, "records": back.num_rows, "annual_premium_expected": str(premium_expected),
+                         "annual_premium_in_file": str(premium_file), "policies_differing": len(differing)})
+        ok = back.num_rows == expected.num_rows and premium_expected == premium_file and not differing
+        return ReconCheck("legacy_batch", "file_read_back", ok, observed, differing[:examples], failing=len(differing))
+
+    def report(self, wave_id: str) -> list[dict]:
+        """Per line of business, state and target: policies and in-force annual premium, in the book and landed."""
+        drops = CoexistenceStore(self.engine).book_drops()
+        with psycopg_cursor(self.engine) as cur:
+            return self._report(cur, wave_id, drops)
+
+    def _report(self, cur, wave_id: str, drops: list[str]) -> list[dict]:
+        cur.execute("""
+            SELECT p.line_of_business, coalesce(p.insured_state, '--'), c.target, count(*),
+                   coalesce(sum(p.annual_premium) FILTER (WHERE p.status = 'in_force'), 0),
+                   count(x.policy_number) + count(f.policy_id) + count(q.policy_id),
+                   coalesce(sum(g.annual_premium) FILTER (WHERE x.status = 'ACTIVE'), 0)
+                   + coalesce(sum(p.annual_premium) FILTER (WHERE f.policy_id IS NOT NULL AND x.policy_number IS NULL
+                                                             AND p.status = 'in_force'), 0)
+            FROM waves.candidates c
+            JOIN canonical.policies p ON p.policy_id = c.policy_id AND p.drop_key = ANY(%(drops)s)
+            LEFT JOIN new_platform.policy x ON x.policy_number = c.policy_id AND x.wave_id = %(w)s
+            LEFT JOIN new_platform.rating g ON g.policy_number = c.policy_id AND g.wave_id = %(w)s
+            LEFT JOIN (SELECT r.policy_id FROM targets.outbound_records r JOIN targets.outbound_files o USING (file_id)
+                       WHERE o.wave_id = %(w)s AND o.status = 'delivered' AND r.withdrawn_at IS NULL) f
+                   ON f.policy_id = c.policy_id AND c.target = 'legacy_batch'
+            LEFT JOIN targets.dq_queue q ON q.policy_id = c.policy_id AND q.wave_id = %(w)s
+            WHERE c.wave_id = %(w)s
+            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", {"w": wave_id, "drops": drops})
+        return [{"line_of_business": r[0], "state": r[1], "target": r[2], "policies": r[3],
+                 "in_force_premium_before": str(r[4]), "landed": r[5],
+                 "in_force_premium_after": str(r[6]) if r[2] != "dq_queue" else "held back"} for r in cur.fetchall()]
+
+    def latest_reconciliations(self, wave_id: str) -> dict[str, dict]:
+        """The last reconciliation of each target of the wave."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT DISTINCT ON (target) * FROM targets.reconciliations WHERE wave_id = :w "
+                                     "ORDER BY target, id DESC"), {"w": wave_id}).mappings().all()
+        return {r["target"]: dict(r) for r in rows}
+
+
+@dataclass
+class ReconCheck:
+    target: str
+    name: str
+    passed: bool
+    observed: dict
+    examples: list[str] = field(default_factory=list)
+    failing: int = 0
+
+    @property
+    def description(self) -> str:
+        state = "matches" if self.passed else "DIFFERS"
+        return f"{self.target} {self.name} {state}" + ("" if self.passed else f": {'; '.join(self.examples[:5])}")
+
+
+def _differing_keys(a: pa.Table, b: pa.Table, key: str) -> list[str]:
+    """Keys whose rows differ between two tables of the same schema (present in one only, or different values)."""
+    joined = a.join(b, key, join_type="full outer", left_suffix="_a", right_suffix="_b", coalesce_keys=True)
+    differs = pa.array([False] * joined.num_rows, pa.bool_())
+    for name in a.column_names:
+        if name == key:
+            continue
+        x, y = joined.column(f"{name}_a"), joined.column(f"{name}_b")
+        same = pc.or_kleene(pc.equal(x, y), pc.and_(pc.is_null(x), pc.is_null(y)))
+        differs = pc.or_(differs, pc.invert(pc.fill_null(same, False)))
+    return sorted(joined.column(key).filter(differs).to_pylist())
+
+
+class TargetsResource(dg.ConfigurableResource):
+    """The wave targets: the new platform's schema (in the Data Mash database) and the legacy batch folder
+    (`outbound`; empty means `$DATA_MASH_HOME/outbound`)."""
+
+    database: dg.ResourceDependency[DatabaseResource]
+    outbound: str = ""
+
+    def outbound_dir(self) -> Path:
+        return Path(self.outbound) if self.outbound else data_mash_home() / "outbound"
+
+    def store(self) -> TargetStore:
+        return TargetStore(self.database.engine(), self.outbound_dir())
