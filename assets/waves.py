@@ -44,7 +44,8 @@ def wave_candidates(context: dg.AssetExecutionContext, database: DatabaseResourc
         "wave": f"{wave_id}: {wave['name']}",
         "estimated_at_planning": wave["estimated"],
         "size_cap": wave["size_cap"],
-        "criteria": dg.MetadataValue.json(wave["criteria"]),
+        "criteria": dg.MetadataValue.json(wave["criteria"] if isinstance(wave["criteria"], dict)
+                                          else {"condition": wave["criteria"]}),
         "gates": dg.MetadataValue.json(wave["gates"]),
         "attempt": wave["attempts"],
         "wal_entry_id": intent.id,

@@ -878,8 +878,9 @@ def _print_wave_outcome(wave_id: str, run) -> None:
     from dagster_project.environment import resources_for_environment
 
     w = _waves().wave(wave_id)
+    why = "stopped by its checks" if run.failed_checks and "AssetCheckFailed" in (run.error or "") else run.error
     out.print(f"wave {wave_id} ({w['name']}): run {run.run_id} " + ("[green]succeeded[/]" if run.success else
-                                                                     f"[red]FAILED[/]: {run.error or 'see the checks'}"),
+                                                                     f"[red]FAILED[/]: {why or 'see the checks'}"),
               highlight=False)
     if run.failed_checks:
         out.print("  failed checks: " + ", ".join(run.failed_checks), highlight=False)

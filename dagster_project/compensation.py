@@ -107,13 +107,12 @@ def rollback_request(wal_store: WalStore, waves: WaveStore, wave_id: str, reason
         tags={"data_mash/wave": wave_id, "data_mash/launched_by": "compensation"})
 
 
+# Dagster's run status sensors pass a beta parameter (`owners`) to SensorDefinition themselves, and warn each time
+# the definition is rebuilt (binding resources); nothing here uses it
+warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `SensorDefinition", category=dg.BetaWarning)
+
+
 def build_wave_failure_sensor() -> dg.SensorDefinition:
-    with warnings.catch_warnings():  # Dagster's own decorator passes a beta parameter (`owners`) and warns of it
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return _wave_failure_sensor()
-
-
-def _wave_failure_sensor() -> dg.SensorDefinition:
     @dg.run_failure_sensor(name="wave_failure_sensor", monitored_jobs=[run_wave_job],
                            request_job=rollback_wave_job, default_status=dg.DefaultSensorStatus.RUNNING,
                            description="When a wave run fails after loading something, launches `rollback_wave_job` "

@@ -310,10 +310,12 @@ class TargetStore:
             result.policies = _scope(cur, wave_id, SCOPE["dq_queue"])
             cur.execute(
                 "INSERT INTO targets.dq_queue AS q (policy_id, wave_id, source_system, routing_rule, reasons, dq_score, "
-                "queued_at, wal_id) SELECT s.policy_id, %(w)s, p.source_system, d.rule_name, "
-                "'routing rule ' || d.rule_name || coalesce('; findings: ' || nullif(p.dq_findings, ''), ''), p.dq_score, "
-                "%(now)s, %(wal)s FROM scope s JOIN canonical.policies p ON p.policy_id = s.policy_id "
-                "AND p.drop_key = ANY(%(drops)s) JOIN routing.decisions d ON d.policy_id = s.policy_id "
+                "queued_at, wal_id) SELECT s.policy_id, %(w)s, p.source_system, "
+                "CASE WHEN r.pinned THEN 'manual override' ELSE coalesce(r.routing_rule, 'unknown') END, "
+                "CASE WHEN r.pinned THEN 'held back by a manual override' ELSE 'routing rule ' || "
+                "coalesce(r.routing_rule, 'unknown') END || coalesce('; findings: ' || nullif(p.dq_findings, ''), ''), "
+                "p.dq_score, %(now)s, %(wal)s FROM scope s JOIN canonical.policies p ON p.policy_id = s.policy_id "
+                "AND p.drop_key = ANY(%(drops)s) JOIN coexistence.registry r ON r.policy_id = s.policy_id "
                 "ON CONFLICT (policy_id, wave_id) DO UPDATE SET routing_rule = EXCLUDED.routing_rule, "
                 "reasons = EXCLUDED.reasons, dq_score = EXCLUDED.dq_score, wal_id = EXCLUDED.wal_id "
                 "WHERE (q.routing_rule, q.reasons, q.dq_score, q.wal_id) IS DISTINCT FROM "

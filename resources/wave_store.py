@@ -25,14 +25,18 @@ class WaveStore:
         self.engine = engine
 
     def routed_book(self) -> pa.Table:
-        """The canonical book with each policy's routing decision (`target`), for planning."""
+        """The canonical book with each policy's planned target (`target`): the registry's, so routing decisions and
+        manual overrides (a remediated policy sent on by hand) both count."""
         coexistence = CoexistenceStore(self.engine)
-        decisions = coexistence.current_decisions()
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT policy_id, planned_target FROM coexistence.registry")).all()
+        planned = pa.table({"policy_id": pa.array([r[0] for r in rows], pa.string()),
+                            "target": pa.array([r[1] for r in rows], pa.string())})
         blocks = list(coexistence.read_book())
-        if not blocks or not decisions.num_rows:
+        if not blocks or not planned.num_rows:
             raise WaveError("nothing to plan: ingest, map and route the book first (`data-mash demo` or `data-mash route`)")
         book = pa.concat_tables(blocks)
-        routed = book.join(decisions.select(["policy_id", "target"]), "policy_id", join_type="inner")
+        routed = book.join(planned, "policy_id", join_type="inner")
         return routed.sort_by("policy_id")  # planning and selection both go in policy id order
 
     def plan(self, name: str, created_by: str, *, start: datetime, size_cap: int = 50_000,
@@ -164,19 +168,22 @@ class WaveStore:
         chosen = book.filter(pa.array(mask))
         now = datetime.now(timezone.utc)
         with psycopg_cursor(self.engine) as cur:
+            # selections run one at a time (waves may run in parallel): two waves never take the same policy
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('waves.select_candidates'))")
             cur.execute("DELETE FROM waves.candidates WHERE wave_id = %s", (wave_id,))
             cur.execute("CREATE TEMP TABLE chosen (policy_id text PRIMARY KEY, source_system text, dq_score numeric(5,2), "
                         "target text) ON COMMIT DROP")
             copy_arrow(cur, "pg_temp", "chosen", chosen.select(["policy_id", "source_system", "dq_score", "target"]))
             # a policy belongs to one live wave: not yet moved by another wave, and not a candidate of another wave
-            # that is approved, running or completed (queued policies stay free to re-enter once remediated)
+            # that is approved, running or completed (a policy another wave queued re-enters once remediated)
             cur.execute("""
                 INSERT INTO waves.candidates (wave_id, policy_id, source_system, dq_score, target, selected_at, wal_id)
                 SELECT %(w)s, c.policy_id, c.source_system, c.dq_score, c.target, %(now)s, %(wal)s
                 FROM chosen c JOIN coexistence.registry r USING (policy_id)
                 WHERE ((r.wave IS NULL AND r.system_of_record <> 'new_platform') OR r.wave = %(w)s)
                   AND NOT EXISTS (SELECT 1 FROM waves.candidates o JOIN waves.waves ow USING (wave_id)
-                                  WHERE o.policy_id = c.policy_id AND o.wave_id <> %(w)s AND o.target <> 'dq_queue'
+                                  WHERE o.policy_id = c.policy_id AND o.wave_id <> %(w)s
+                                    AND (o.target <> 'dq_queue' OR c.target = 'dq_queue')
                                     AND ow.status IN ('approved', 'running', 'completed'))
                 ORDER BY c.policy_id LIMIT %(cap)s
                 """, {"w": wave_id, "now": now, "wal": wal_id, "cap": wave["size_cap"]})

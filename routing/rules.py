@@ -850,7 +850,9 @@ def compare(current: pa.Table, candidate: pa.Table, top: int = 20) -> WhatIf:
 def selection_mask(condition: Any, policies: pa.Table, source: str = "<selection>") -> np.ndarray:
     """Which policies a condition of the rule language selects (wave criteria use this): a boolean array.
 
-    The condition is validated exactly like a routing rule's (errors name `source`)."""
+    The condition is validated exactly like a routing rule's (errors name `source`); `true` selects all."""
+    if condition is True:
+        return np.ones(policies.num_rows, dtype=bool)
     rule_set = parse_rule_set({"rule_set": "selection", "version": "0.0.0", "rules": [
         {"name": "selected", "priority": 1, "condition": condition, "target": "new_platform"},
         {"name": "not_selected", "priority": 2, "condition": True, "target": "dq_queue"}]}, source)

@@ -190,3 +190,82 @@ def test_the_failure_sensor_asks_for_a_rollback_only_when_something_was_loaded(w
     assert isinstance(result, dg.RunRequest)
     assert result.run_key == f"rollback:{ids[1]}:attempt-1"
     assert result.run_config["ops"]["plan_wave_rollback"]["config"]["wave_id"] == ids[1]
+
+
+def test_a_target_schema_that_is_not_as_the_mapping_says_stops_the_wave_before_any_load(waves, resources, engine, instance):
+    store, ids = waves
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE new_platform.rating DROP COLUMN billing_mode"))
+    before = snapshot(engine)
+    run = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    assert not run.success and "waves/candidates: waves_candidates_target_readiness" in run.failed_checks
+    assert snapshot(engine) == before
+    assert "new_platform.rating is missing or has other columns" in store.wave(ids[0])["status_reason"]
+
+
+def test_a_queued_policy_re_enters_a_later_wave_once_remediated(waves, resources, engine, instance):
+    from resources.coexistence_store import CoexistenceStore
+
+    store, ids = waves
+    assert run_wave(ids[0], resources=resources, dagster_instance=instance).success
+    with engine.connect() as conn:
+        queued = conn.execute(text("SELECT policy_id, reasons FROM targets.dq_queue WHERE wave_id = :w ORDER BY 1 LIMIT 1"),
+                              {"w": ids[0]}).one()
+    assert queued.reasons.startswith("routing rule ")
+    with engine.begin() as conn:  # remediation: its record is corrected where it breaks a business rule ...
+        conn.execute(text("UPDATE canonical.policies SET annual_premium = abs(annual_premium), expiration_date = CASE "
+                          "WHEN expiration_date <= effective_date THEN NULL ELSE expiration_date END WHERE policy_id = :p"),
+                     {"p": queued.policy_id})
+        conn.execute(text("UPDATE canonical.coverages SET deductible_amount = least(deductible_amount, limit_amount) "
+                          "WHERE policy_id = :p"), {"p": queued.policy_id})
+    # ... and it is sent on by hand; a later wave takes it to the new platform and releases it from the queue
+    CoexistenceStore(engine).override(queued.policy_id, "new_platform", "remediated", "tester", None)
+    _, (later,) = store.save_plan("remediated", [WaveSpec(0, "remediated", ROUTED, {
+        "field": "policy_id", "operator": "equals", "value": queued.policy_id}, 10, datetime.now(timezone.utc),
+        {"completeness": 0.0, "mean_dq_score": 0.0, "min_dq_score": 0.0, "mapping_confidence": 0.0})], "tester")
+    store.set_status(later, "approved", allowed_from=("draft",), approved_by="tester")
+    run = run_wave(later, resources=resources, dagster_instance=instance)
+    with engine.connect() as conn:
+        released = conn.execute(text("SELECT released_by_wave FROM targets.dq_queue WHERE policy_id = :p"),
+                                {"p": queued.policy_id}).scalar_one()
+        system = conn.execute(text("SELECT system_of_record FROM coexistence.registry WHERE policy_id = :p"),
+                              {"p": queued.policy_id}).scalar_one()
+    assert run.success, (run.error, run.failed_checks)
+    assert released == later and system == "new_platform"
+
+
+def test_the_reconciliation_sensor_asks_for_the_rollback_of_a_wave_whose_reconciliation_failed(waves, resources, engine,
+                                                                                              instance):
+    store, ids = waves
+    assert run_wave(ids[0], resources=resources, dagster_instance=instance).success
+    sensor = build_definitions(resources=resources).resolve_sensor_def("wave_reconciliation_sensor")
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        assert sensor(context).run_requests == []
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM new_platform.claim_link WHERE wave_id = :w AND policy_number = "
+                          "(SELECT min(policy_number) FROM new_platform.claim_link WHERE wave_id = :w)"), {"w": ids[0]})
+    assert not reconcile_wave(ids[0], resources=resources, dagster_instance=instance, compensate=False).success
+    assert store.wave(ids[0])["status_reason"].startswith("reconciliation failed: new_platform row_counts DIFFERS")
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = sensor(context)
+    assert [(r.run_key, r.run_config["ops"]["plan_wave_rollback"]["config"]["wave_id"]) for r in result.run_requests] == [
+        (f"rollback:{ids[0]}:attempt-1", ids[0])]
+
+
+def test_waves_selecting_at_the_same_time_never_share_a_policy(routed_book, engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = WaveStore(engine)
+    start = datetime.now(timezone.utc)
+    specs = [WaveSpec(i, f"overlapping {i}", ROUTED, True, 10_000, start) for i in range(4)]
+    _, ids = store.save_plan("parallel", specs, "tester")
+    for wave_id in ids:
+        store.set_status(wave_id, "running", allowed_from=("draft",))
+    with ThreadPoolExecutor(4) as pool:
+        selected = list(pool.map(lambda w: store.select_candidates(w, None), ids))
+    with engine.connect() as conn:
+        shared = conn.execute(text("SELECT count(*) FROM (SELECT policy_id FROM waves.candidates GROUP BY 1 "
+                                   "HAVING count(*) > 1) d")).scalar_one()
+        book = conn.execute(text("SELECT count(*) FROM coexistence.registry")).scalar_one()
+    assert shared == 0
+    assert sorted(selected) == [0, 0, 0, book]  # whichever selected first took the whole book; the others nothing
