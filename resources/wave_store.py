@@ -138,24 +138,29 @@ class WaveStore:
                 "SELECT wave_id, status_reason FROM waves.waves WHERE status = 'failed' "
                 "AND status_reason LIKE 'reconciliation failed%' ORDER BY wave_id")).mappings()]
 
-    def candidate_records(self, wave_id: str):
-        """The canonical policies and coverages of the wave's candidates that will move (pandas), for its gates.
-        Policies routing holds back for the DQ queue are not gated: holding them back is the point."""
+    def candidate_records(self, wave_id: str, block: int = 100_000):
+        """The canonical policies and coverages of the wave's candidates that will move (pandas), for its gates, in
+        blocks of `block` policies by policy id range (all rows of a policy in one block). Policies routing holds
+        back for the DQ queue are not gated: holding them back is the point."""
         import pandas as pd
 
         drops = CoexistenceStore(self.engine).book_drops()
         with self.engine.connect() as conn:
-            policies = pd.read_sql(text(
-                "SELECT p.* FROM waves.candidates c JOIN canonical.policies p "
-                "ON p.policy_id = c.policy_id AND p.drop_key = ANY(:drops) WHERE c.wave_id = :w AND c.target <> 'dq_queue' "
-                "ORDER BY p.policy_id"),
-                conn, params={"w": wave_id, "drops": drops})
-            coverages = pd.read_sql(text(
-                "SELECT v.* FROM waves.candidates c JOIN canonical.coverages v "
-                "ON v.policy_id = c.policy_id AND v.drop_key = ANY(:drops) WHERE c.wave_id = :w AND c.target <> 'dq_queue' "
-                "ORDER BY v.policy_id"),
-                conn, params={"w": wave_id, "drops": drops})
-        return policies, coverages
+            ids = conn.execute(text("SELECT policy_id FROM waves.candidates WHERE wave_id = :w AND target <> 'dq_queue' "
+                                    "ORDER BY policy_id"), {"w": wave_id}).scalars().all()
+        for i in range(0, len(ids), block):
+            lo, hi = (ids[i - 1] if i else ""), ids[min(i + block, len(ids)) - 1]
+            params = {"w": wave_id, "drops": drops, "lo": lo, "hi": hi}
+            with self.engine.connect() as conn:
+                policies = pd.read_sql(text(
+                    "SELECT p.* FROM waves.candidates c JOIN canonical.policies p ON p.policy_id = c.policy_id "
+                    "AND p.drop_key = ANY(:drops) WHERE c.wave_id = :w AND c.target <> 'dq_queue' "
+                    "AND c.policy_id > :lo AND c.policy_id <= :hi ORDER BY p.policy_id"), conn, params=params)
+                coverages = pd.read_sql(text(
+                    "SELECT v.* FROM waves.candidates c JOIN canonical.coverages v ON v.policy_id = c.policy_id "
+                    "AND v.drop_key = ANY(:drops) WHERE c.wave_id = :w AND c.target <> 'dq_queue' "
+                    "AND c.policy_id > :lo AND c.policy_id <= :hi ORDER BY v.policy_id"), conn, params=params)
+            yield policies, coverages
 
     def select_candidates(self, wave_id: str, wal_id: int | None) -> int:
         """Choose the wave's policies: routed to its target, still on their legacy system and in no other wave,
@@ -188,6 +193,11 @@ class WaveStore:
                 ORDER BY c.policy_id LIMIT %(cap)s
                 """, {"w": wave_id, "now": now, "wal": wal_id, "cap": wave["size_cap"]})
             return cur.rowcount
+
+    def candidate_sources(self, wave_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT DISTINCT source_system FROM waves.candidates WHERE wave_id = :w ORDER BY 1"),
+                                {"w": wave_id}).scalars().all()
 
     def candidate_targets(self, wave_id: str) -> dict[str, int]:
         with self.engine.connect() as conn:

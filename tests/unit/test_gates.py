@@ -56,3 +56,17 @@ def test_each_gate_fails_with_counts_and_examples():
         ("expect_column_pair_values_a_to_be_greater_than_b", "coverages", ("A",)),
     }
     assert "business_rules failed" in rules.description and "A, B, C" in rules.description
+
+
+def test_gates_fed_block_by_block_give_what_one_frame_gives():
+    from routing.gates import WaveGates
+
+    bad = policies(dq_score=[Decimal("100"), Decimal("50"), Decimal("100")], insured_name=["n", "n", None],
+                   annual_premium=[Decimal("1"), Decimal("-1"), Decimal("1")])
+    coverages = COVERAGES.assign(deductible_amount=[Decimal("5000")])
+    whole = evaluate_gates(bad, coverages, GATES, {"s": 0.95})
+    blocks = WaveGates(GATES, {"s": 0.95})
+    blocks.add(bad.iloc[:1], coverages)
+    blocks.add(bad.iloc[1:], coverages.iloc[:0])
+    assert [(r.name, r.passed, r.observed, r.failing, r.examples) for r in blocks.results()] == [
+        (r.name, r.passed, r.observed, r.failing, r.examples) for r in whole]
