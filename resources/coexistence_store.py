@@ -70,17 +70,20 @@ class CoexistenceStore:
                 "WHERE table_name = 'policies' ORDER BY source, loaded_at DESC")).all()
         return hashlib.sha256(repr(sorted(tuple(map(str, r)) for r in rows)).encode()).hexdigest()
 
-    def read_book(self, block: int = 200_000) -> Iterator[pa.Table]:
-        """The canonical policies of the current book, in policy id order, as Arrow blocks."""
+    def read_book(self, block: int = 200_000, columns: Iterable[str] | None = None) -> Iterator[pa.Table]:
+        """The canonical policies of the current book, in policy id order, as Arrow blocks (all book columns, or
+        `columns` and the policy id)."""
         drops = self.book_drops()
         if not drops:
             return
-        fields = sql.SQL(", ").join(sql.Identifier(n) for n, _ in BOOK_COLUMNS)
+        wanted = None if columns is None else {"policy_id", *columns}
+        book_columns = [(n, t) for n, t in BOOK_COLUMNS if wanted is None or n in wanted]
+        fields = sql.SQL(", ").join(sql.Identifier(n) for n, _ in book_columns)
         yield from iter_copy_blocks(
             self.engine,
             lambda last: sql.SQL("SELECT {} FROM canonical.policies WHERE drop_key = ANY({}) AND policy_id > {} "
                                  "ORDER BY policy_id").format(fields, sql.Literal(drops), sql.Literal(last)),
-            BOOK_COLUMNS, "policy_id", "", block)
+            book_columns, "policy_id", "", block)
 
     def current_decisions(self) -> pa.Table:
         with self.engine.connect() as conn:

@@ -490,6 +490,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE waves.waves ADD COLUMN report jsonb",
         ),
     ),
+    Migration(
+        10,
+        "canonical: an index on policy_id in every canonical table (waves, reconciliation, audit trails and sync "
+        "read canonical rows by policy)",
+        tuple(f"CREATE INDEX IF NOT EXISTS {t}_by_policy ON canonical.{t} (policy_id)"
+              for t in ("policies", "coverages", "parties", "payments", "endorsements", "correspondence", "claim_links")),
+    ),
 )
 
 

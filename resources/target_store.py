@@ -17,6 +17,7 @@ rerun of the same wave upserts and changes nothing. Compensation deletes by WAL 
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,6 +188,7 @@ class TargetStore:
             cur.execute("SELECT policy_id FROM scope ORDER BY policy_id")
             ids = [r[0] for r in cur.fetchall()]
             bounds = [(ids[i - 1] if i else "", ids[min(i + block, len(ids)) - 1]) for i in range(0, len(ids), block)]
+            started = time.perf_counter()
             for lo, hi in bounds:
                 for t in tables:
                     for source in t.sources:
@@ -205,9 +207,14 @@ class TargetStore:
                         copy_arrow(cur, "pg_temp", f"stage_{t.name}", staged)
                 if on_block:
                     on_block(hi)
+            staged = time.perf_counter()
             for t in tables:
                 self._upsert(cur, t, wave_id, result)
+            upserted = time.perf_counter()
             result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["new_platform"], "new_platform", now, actor)
+            result.detail.update({"seconds_staging": round(staged - started, 1),
+                                  "seconds_upsert": round(upserted - staged, 1),
+                                  "seconds_registry": round(time.perf_counter() - upserted, 1)})
             cur.execute("UPDATE targets.dq_queue q SET released_at = %s, released_by_wave = %s FROM scope "
                         "WHERE q.policy_id = scope.policy_id AND q.released_at IS NULL AND q.wave_id <> %s",
                         (now, wave_id, wave_id))

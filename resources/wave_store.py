@@ -1,6 +1,7 @@
 """Wave plans, waves and their candidates in PostgreSQL (`waves` schema)."""
 
 import json
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 import numpy as np
@@ -12,7 +13,7 @@ from sqlalchemy import Engine, text
 from resources.coexistence_store import CoexistenceStore
 from resources.database import psycopg_cursor
 from resources.intake_store import copy_arrow
-from routing.rules import selection_mask
+from routing.rules import condition_fields, selection_mask
 from routing.waves import ROUTED, WaveSpec
 
 
@@ -24,15 +25,15 @@ class WaveStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def routed_book(self) -> pa.Table:
-        """The canonical book with each policy's planned target (`target`): the registry's, so routing decisions and
-        manual overrides (a remediated policy sent on by hand) both count."""
+    def routed_book(self, columns: Iterable[str] | None = None) -> pa.Table:
+        """The canonical book (all columns, or `columns`) with each policy's planned target (`target`): the
+        registry's, so routing decisions and manual overrides (a remediated policy sent on by hand) both count."""
         coexistence = CoexistenceStore(self.engine)
         with self.engine.connect() as conn:
             rows = conn.execute(text("SELECT policy_id, planned_target FROM coexistence.registry")).all()
         planned = pa.table({"policy_id": pa.array([r[0] for r in rows], pa.string()),
                             "target": pa.array([r[1] for r in rows], pa.string())})
-        blocks = list(coexistence.read_book())
+        blocks = list(coexistence.read_book(columns=columns))
         if not blocks or not planned.num_rows:
             raise WaveError("nothing to plan: ingest, map and route the book first (`data-mash demo` or `data-mash route`)")
         book = pa.concat_tables(blocks)
@@ -166,7 +167,7 @@ class WaveStore:
         """Choose the wave's policies: routed to its target, still on their legacy system and in no other wave,
         matching its criteria, up to its size cap (by policy id). Replaces an earlier selection of the wave."""
         wave = self.wave(wave_id)
-        book = self.routed_book()
+        book = self.routed_book(columns=["source_system", "dq_score", *condition_fields(wave["criteria"])])
         mask = selection_mask(wave["criteria"], book, f"wave {wave_id} criteria")
         if wave["target"] != ROUTED:  # a wave for one target takes only the policies routed there
             mask &= np.asarray(pc.fill_null(pc.equal(book.column("target"), wave["target"]), False))

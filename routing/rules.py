@@ -847,6 +847,16 @@ def compare(current: pa.Table, candidate: pa.Table, top: int = 20) -> WhatIf:
                   _policy_id=ids, _from=f_t, _to=t_t)
 
 
+def condition_fields(condition: Any) -> set[str]:
+    """The fields a condition of the rule language reads (so that callers read only those columns)."""
+    if isinstance(condition, dict):
+        if "field" in condition:
+            return {str(condition["field"])}
+        return set().union(*(condition_fields(c) for key in ("all", "any") for c in condition.get(key, ())),
+                           condition_fields(condition.get("not")))
+    return set()
+
+
 def selection_mask(condition: Any, policies: pa.Table, source: str = "<selection>") -> np.ndarray:
     """Which policies a condition of the rule language selects (wave criteria use this): a boolean array.
 
