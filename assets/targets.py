@@ -49,7 +49,7 @@ def _load(context: dg.AssetExecutionContext, wal: WriteAheadLog, targets: Target
                              "mapping_hash": store.mapping.hash}, wave=wave_id) as intent:
         result: LoadResult = work(store, wave_id, intent.id, lambda _block: wal.maybe_crash("mid_load", asset_key))
         intent.result = {"policies": result.policies, "rows": result.rows, "changed": result.changed,
-                         "registry_moved": result.registry_moved}
+                         "registry_moved": result.registry_moved, **result.detail}
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(result.rows.values()),
         "wave": wave_id,

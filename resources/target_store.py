@@ -80,6 +80,13 @@ def _scope(cur, wave_id: str, targets: tuple[str, ...], policy_id: str | None = 
     return count
 
 
+def _scope_ranges(cur, block: int) -> list[tuple[str, str]]:
+    """Policy id ranges (lo, hi] of `block` policies each over the temp table `scope`."""
+    cur.execute("SELECT policy_id FROM scope ORDER BY policy_id")
+    ids = [r[0] for r in cur.fetchall()]
+    return [(ids[i - 1] if i else "", ids[min(i + block, len(ids)) - 1]) for i in range(0, len(ids), block)]
+
+
 def _move_registry(cur, wave_id: str, wal_id: int, owned: tuple[str, ...], to_system: str | None, now: datetime,
                    actor: str) -> int:
     """Point the registry of the wave's policies routed to `owned` at this wave (and `to_system`), saving each row
@@ -185,11 +192,8 @@ class TargetStore:
             for t in tables:
                 cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE new_platform.{}) ON COMMIT DROP").format(
                     sql.Identifier(f"stage_{t.name}"), sql.Identifier(t.name)))
-            cur.execute("SELECT policy_id FROM scope ORDER BY policy_id")
-            ids = [r[0] for r in cur.fetchall()]
-            bounds = [(ids[i - 1] if i else "", ids[min(i + block, len(ids)) - 1]) for i in range(0, len(ids), block)]
             started = time.perf_counter()
-            for lo, hi in bounds:
+            for lo, hi in _scope_ranges(cur, block):
                 for t in tables:
                     for source in t.sources:
                         canonical = V1_TABLES[source.table]
@@ -249,23 +253,30 @@ class TargetStore:
     def batch_path(self, wave_id: str) -> Path:
         return self.outbound_dir / "legacy_batch" / f"POLOUT-{wave_id}.dat"
 
-    def write_legacy_batch(self, wave_id: str, wal_id: int, *, actor: str) -> LoadResult:
-        """Write the wave's legacy-serviced policies as a POLOUT file (written aside, then renamed into place)."""
+    def write_legacy_batch(self, wave_id: str, wal_id: int, *, actor: str, block: int = 100_000) -> LoadResult:
+        """Write the wave's legacy-serviced policies as a POLOUT file, block by block, aside, then renamed into place."""
         result = LoadResult()
         now = datetime.now(timezone.utc)
         path = self.batch_path(wave_id)
         path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
         with psycopg_cursor(self.engine) as cur:
             result.policies = _scope(cur, wave_id, SCOPE["legacy_batch"])
-            policies, summary = self._batch_rows(cur)
-            data = outbound.encode_policies(policies, summary.column("coverage_count"), summary.column("total_limit"),
-                                            wave_id)
-            partial = path.with_suffix(".partial")
-            partial.write_bytes(data)
-            with open(partial, "rb") as f:
+            cur.execute("CREATE TEMP TABLE batch_records (policy_id text, record_no bigint) ON COMMIT DROP")
+            records, premium = 0, 0
+            with open(partial, "wb") as f:
+                for lo, hi in _scope_ranges(cur, block):
+                    policies, summary = self._batch_rows(cur, lo, hi)
+                    f.write(outbound.encode_policies(policies, summary.column("coverage_count"),
+                                                     summary.column("total_limit"), wave_id))
+                    copy_arrow(cur, "pg_temp", "batch_records", pa.table({
+                        "policy_id": policies.column("policy_id"),
+                        "record_no": pa.array(range(records + 1, records + policies.num_rows + 1), pa.int64())}))
+                    records += policies.num_rows
+                    premium += pc.sum(policies.column("annual_premium")).as_py() or 0
+                f.flush()
                 os.fsync(f.fileno())
             digest = file_sha256(partial)
-            premium = pc.sum(policies.column("annual_premium")).as_py() if policies.num_rows else 0
             cur.execute("SELECT file_id, sha256 FROM targets.outbound_files WHERE wave_id = %s AND status = 'delivered'",
                         (wave_id,))
             existing = cur.fetchone()
@@ -278,33 +289,36 @@ class TargetStore:
                     cur.execute("DELETE FROM targets.outbound_files WHERE file_id = %s", (existing[0],))
                 cur.execute("INSERT INTO targets.outbound_files (wave_id, path, records, sha256, annual_premium, status, "
                             "written_at, wal_id) VALUES (%s, %s, %s, %s, %s, 'delivered', %s, %s) RETURNING file_id",
-                            (wave_id, str(path), policies.num_rows, digest, premium, now, wal_id))
+                            (wave_id, str(path), records, digest, premium, now, wal_id))
                 file_id = cur.fetchone()[0]
-                copy_arrow(cur, "targets", "outbound_records", pa.table({
-                    "file_id": pa.array([file_id] * policies.num_rows, pa.int64()),
-                    "policy_id": policies.column("policy_id"),
-                    "record_no": pa.array(range(1, policies.num_rows + 1), pa.int64())}))
+                cur.execute("INSERT INTO targets.outbound_records (file_id, policy_id, record_no) "
+                            "SELECT %s, policy_id, record_no FROM batch_records", (file_id,))
                 os.replace(partial, path)  # in place before the transaction commits; a rerun rewrites it the same
-                result.inserted["records"] = policies.num_rows
+                result.inserted["records"] = records
                 result.detail = {"file": str(path), "sha256": digest, "unchanged": False}
-            result.rows["records"] = policies.num_rows
+            result.rows["records"] = records
             result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["legacy_batch"], None, now, actor)
         return result
 
-    def _batch_rows(self, cur) -> tuple[pa.Table, pa.Table]:
+    def _batch_rows(self, cur, lo: str = "", hi: str | None = None) -> tuple[pa.Table, pa.Table]:
+        """Canonical rows of the `scope` policies in (lo, hi] for the batch file, and their coverage count and
+        total limit, both in policy id order."""
         drops = CoexistenceStore(self.engine).book_drops()
         cols = [(n, V1_TABLES["policies"].column(n).type) for n in outbound.POLICY_COLUMNS]
+        within = sql.SQL("s.policy_id > {}").format(sql.Literal(lo)) + (
+            sql.SQL(" AND s.policy_id <= {}").format(sql.Literal(hi)) if hi is not None else sql.SQL(""))
         policies = copy_to_arrow(cur, sql.SQL(
-            "COPY (SELECT {} FROM canonical.policies c JOIN scope USING (policy_id) WHERE c.drop_key = ANY({}) "
+            "COPY (SELECT {} FROM canonical.policies c JOIN scope s USING (policy_id) WHERE c.drop_key = ANY({}) AND {} "
             "ORDER BY c.policy_id) TO STDOUT (FORMAT csv)").format(
-            sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n, _ in cols), sql.Literal(drops)), cols)
+            sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n, _ in cols), sql.Literal(drops), within),
+            cols)
         summary = copy_to_arrow(cur, sql.SQL(
             "COPY (SELECT s.policy_id, count(v.policy_id), coalesce(sum(v.limit_amount), 0) FROM scope s "
-            "LEFT JOIN canonical.coverages v ON v.policy_id = s.policy_id AND v.drop_key = ANY({}) "
-            "GROUP BY s.policy_id ORDER BY s.policy_id) TO STDOUT (FORMAT csv)").format(sql.Literal(drops)),
+            "LEFT JOIN canonical.coverages v ON v.policy_id = s.policy_id AND v.drop_key = ANY({}) WHERE {} "
+            "GROUP BY s.policy_id ORDER BY s.policy_id) TO STDOUT (FORMAT csv)").format(sql.Literal(drops), within),
             [("policy_id", pa.string()), ("coverage_count", pa.int64()), ("total_limit", MONEY)])
-        summary = pa.table({"policy_id": policies.column("policy_id")}).join(summary, "policy_id", join_type="left outer")
-        summary = summary.sort_by("policy_id")  # joins do not keep order; both sides are in policy id order
+        order = pa.table({"policy_id": policies.column("policy_id"), "row": pa.array(range(policies.num_rows), pa.int64())})
+        summary = order.join(summary, "policy_id", join_type="left outer").sort_by("row")  # joins do not keep order
         return policies, summary
 
     # -- DQ queue and bridge --------------------------------------------------------------

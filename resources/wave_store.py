@@ -8,11 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
+from psycopg import sql
 from sqlalchemy import Engine, text
 
 from resources.coexistence_store import CoexistenceStore
 from resources.database import psycopg_cursor
-from resources.intake_store import copy_arrow
+from resources.intake_store import copy_arrow, copy_to_arrow
 from routing.rules import condition_fields, selection_mask
 from routing.waves import ROUTED, WaveSpec
 
@@ -29,10 +30,9 @@ class WaveStore:
         """The canonical book (all columns, or `columns`) with each policy's planned target (`target`): the
         registry's, so routing decisions and manual overrides (a remediated policy sent on by hand) both count."""
         coexistence = CoexistenceStore(self.engine)
-        with self.engine.connect() as conn:
-            rows = conn.execute(text("SELECT policy_id, planned_target FROM coexistence.registry")).all()
-        planned = pa.table({"policy_id": pa.array([r[0] for r in rows], pa.string()),
-                            "target": pa.array([r[1] for r in rows], pa.string())})
+        with psycopg_cursor(self.engine) as cur:
+            planned = copy_to_arrow(cur, "COPY (SELECT policy_id, planned_target FROM coexistence.registry) TO STDOUT "
+                                         "(FORMAT csv)", [("policy_id", pa.string()), ("target", pa.string())])
         blocks = list(coexistence.read_book(columns=columns))
         if not blocks or not planned.num_rows:
             raise WaveError("nothing to plan: ingest, map and route the book first (`data-mash demo` or `data-mash route`)")
@@ -141,27 +141,29 @@ class WaveStore:
 
     def candidate_records(self, wave_id: str, block: int = 100_000):
         """The canonical policies and coverages of the wave's candidates that will move (pandas), for its gates, in
-        blocks of `block` policies by policy id range (all rows of a policy in one block). Policies routing holds
-        back for the DQ queue are not gated: holding them back is the point."""
-        import pandas as pd
+        blocks of `block` policies by policy id range (all rows of a policy in one block), read by COPY. Policies
+        routing holds back for the DQ queue are not gated: holding them back is the point."""
+        from canonical.tables import COVERAGES, POLICIES
 
         drops = CoexistenceStore(self.engine).book_drops()
+        policy_columns = [(c.name, c.type) for c in POLICIES.columns] + [("dq_score", pa.decimal128(5, 2))]
+        coverage_columns = [(c.name, c.type) for c in COVERAGES.columns]
         with self.engine.connect() as conn:
             ids = conn.execute(text("SELECT policy_id FROM waves.candidates WHERE wave_id = :w AND target <> 'dq_queue' "
                                     "ORDER BY policy_id"), {"w": wave_id}).scalars().all()
-        for i in range(0, len(ids), block):
-            lo, hi = (ids[i - 1] if i else ""), ids[min(i + block, len(ids)) - 1]
-            params = {"w": wave_id, "drops": drops, "lo": lo, "hi": hi}
-            with self.engine.connect() as conn:
-                policies = pd.read_sql(text(
-                    "SELECT p.* FROM waves.candidates c JOIN canonical.policies p ON p.policy_id = c.policy_id "
-                    "AND p.drop_key = ANY(:drops) WHERE c.wave_id = :w AND c.target <> 'dq_queue' "
-                    "AND c.policy_id > :lo AND c.policy_id <= :hi ORDER BY p.policy_id"), conn, params=params)
-                coverages = pd.read_sql(text(
-                    "SELECT v.* FROM waves.candidates c JOIN canonical.coverages v ON v.policy_id = c.policy_id "
-                    "AND v.drop_key = ANY(:drops) WHERE c.wave_id = :w AND c.target <> 'dq_queue' "
-                    "AND c.policy_id > :lo AND c.policy_id <= :hi ORDER BY v.policy_id"), conn, params=params)
-            yield policies, coverages
+        with psycopg_cursor(self.engine) as cur:
+            for i in range(0, len(ids), block):
+                lo, hi = (ids[i - 1] if i else ""), ids[min(i + block, len(ids)) - 1]
+                frames = []
+                for table, columns in (("policies", policy_columns), ("coverages", coverage_columns)):
+                    query = sql.SQL(
+                        "COPY (SELECT {} FROM waves.candidates c JOIN canonical.{} x ON x.policy_id = c.policy_id "
+                        "AND x.drop_key = ANY({}) WHERE c.wave_id = {} AND c.target <> 'dq_queue' AND c.policy_id > {} "
+                        "AND c.policy_id <= {} ORDER BY x.policy_id) TO STDOUT (FORMAT csv)").format(
+                        sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(n)) for n, _ in columns),
+                        sql.Identifier(table), sql.Literal(drops), sql.Literal(wave_id), sql.Literal(lo), sql.Literal(hi))
+                    frames.append(copy_to_arrow(cur, query, columns).to_pandas())
+                yield frames[0], frames[1]
 
     def select_candidates(self, wave_id: str, wal_id: int | None) -> int:
         """Choose the wave's policies: routed to its target, still on their legacy system and in no other wave,
