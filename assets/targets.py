@@ -43,13 +43,19 @@ def _load(context: dg.AssetExecutionContext, wal: WriteAheadLog, targets: Target
     wave_id = context.partition_key
     asset_key = context.asset_key.to_user_string()
     store = targets.store()
-    with wal.intent(context, namespace="targets", operation=OPERATIONS[name], target=f"targets.{name}",
-                    key=f"targets:{wave_id}:{name}",
-                    payload={"wave": wave_id, "mapping": store.mapping.target, "mapping_version": store.mapping.version,
-                             "mapping_hash": store.mapping.hash}, wave=wave_id) as intent:
-        result: LoadResult = work(store, wave_id, intent.id, lambda _block: wal.maybe_crash("mid_load", asset_key))
-        intent.result = {"policies": result.policies, "rows": result.rows, "changed": result.changed,
-                         "registry_moved": result.registry_moved, **result.detail}
+    try:
+        with wal.intent(context, namespace="targets", operation=OPERATIONS[name], target=f"targets.{name}",
+                        key=f"targets:{wave_id}:{name}",
+                        payload={"wave": wave_id, "mapping": store.mapping.target,
+                                 "mapping_version": store.mapping.version, "mapping_hash": store.mapping.hash},
+                        wave=wave_id) as intent:
+            result: LoadResult = work(store, wave_id, intent.id, lambda _block: wal.maybe_crash("mid_load", asset_key))
+            intent.result = {"policies": result.policies, "rows": result.rows, "changed": result.changed,
+                             "registry_moved": result.registry_moved, **result.detail}
+    except Exception as error:  # the wave is failed: compensation (the sensors) takes it from here
+        WaveStore(store.engine).set_status(wave_id, "failed", allowed_from=("running", "completed", "failed"),
+                                           reason=f"load failed: {asset_key}: {type(error).__name__}: {error}"[:2000])
+        raise
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(result.rows.values()),
         "wave": wave_id,

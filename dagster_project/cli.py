@@ -58,12 +58,41 @@ def dumps_exact(value) -> str:
 def generate_sample_cmd(
     policies: int = typer.Option(100_000, "--policies", min=1, help="Policies in the book, across both sources."),
     seed: int = typer.Option(42, "--seed", help="Same seed, same bytes."),
-    out_dir: Path = typer.Option(Path("sample-book"), "--out", help="Folder to write the drops and manifest.json into."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Folder to write the drops and manifest.json into [default: sample-book; with "
+        "--delta-of: <book>-day<N>]."),
     defect_rate: float = typer.Option(0.02, "--defect-rate", min=0.0, max=0.5, help="Share of records given a defect."),
+    delta_of: Optional[Path] = typer.Option(
+        None, "--delta-of", file_okay=False,
+        help="An existing sample book: write its day-N delta drop (changed, cancelled and new policies, each "
+        "whole, plus delta.json) instead of a new book."),
+    day: int = typer.Option(2, "--day", min=2, help="With --delta-of: the day of the delta (day 1 is the book)."),
 ) -> None:
-    """Write a deterministic sample book: a mainframe life system (EBCDIC, copybooks) and a P&C CSV export."""
+    """Write a deterministic sample book: a mainframe life system (EBCDIC, copybooks) and a P&C CSV export;
+    with --delta-of, a later day's delta drop of such a book."""
+    if delta_of is not None:
+        _write_delta_drop(delta_of, out_dir or Path(f"{delta_of}-day{day}"), day, seed)
+        return
+    out_dir = out_dir or Path("sample-book")
     summary = _generate(out_dir, policies, seed, defect_rate)
     _print_sample_summary(summary, out_dir)
+
+
+def _write_delta_drop(book: Path, out_dir: Path, day: int, seed: int) -> None:
+    from legacy.delta import write_delta
+
+    try:
+        with console.status(f"Writing the day-{day} delta of {book}…"):
+            summary = write_delta(book, out_dir, day=day, seed=seed)
+    except (OSError, ValueError) as error:
+        fail(str(error))
+    out.print(f"Day-{day} delta of {book}: {out_dir}  (delta.json names every policy in it)", highlight=False)
+    table = Table()
+    for column in ("source", "changed", "cancelled", "new"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for name, source in summary.sources.items():
+        table.add_row(name, f"{len(source.changed):,}", f"{len(source.cancelled):,}", f"{len(source.new):,}")
+    out.print(table)
 
 
 def _generate(out_dir: Path, policies: int, seed: int, defect_rate: float):
@@ -951,10 +980,21 @@ def wave_report_cmd(wave_id: str = typer.Argument(...),
     for target, rec in sorted(latest.items()):
         for c in rec["checks"]:
             table.add_row(target, c["name"], "[green]matches[/]" if c["passed"] else "[red]DIFFERS[/]",
-                          dumps_exact(c["observed"])[:200], ", ".join(map(str, c["examples"]))[:120])
+                          _observed_text(c["observed"]), ", ".join(map(str, c["examples"]))[:120])
     out.print(table)
     if w["report"]:
         _print_report(wave_id, w["report"], by_state)
+
+
+def _observed_text(observed: dict) -> str:
+    """A reconciliation check's figures in a line or two: found / expected per table or measure."""
+    if "tables" in observed:
+        return f"{observed['policies']:,} policies; " + ", ".join(
+            f"{name} {v['actual']:,}/{v['expected']:,}" for name, v in observed["tables"].items())
+    if all(isinstance(v, dict) and "actual" in v for v in observed.values()):
+        return ", ".join(f"{name} {v['actual']}" + ("" if v["actual"] == v["expected"] else f" (expected {v['expected']})")
+                         for name, v in observed.items())
+    return ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in observed.items())
 
 
 @wave_app.command("rollback")

@@ -6,7 +6,8 @@ done are skipped, so running the rollback twice changes nothing the second time.
 
 It runs by hand (`data-mash wave rollback W`) and automatically: `wave_failure_sensor` when a
 `run_wave_job` run fails after loading something, `wave_reconciliation_sensor` when a wave's
-reconciliation failed.
+reconciliation or one of its loads failed (by the wave's status, so it also catches runs the CLI
+executed in process, which run-failure sensors do not see).
 """
 
 import warnings
@@ -130,14 +131,15 @@ def build_wave_failure_sensor() -> dg.SensorDefinition:
 def build_wave_reconciliation_sensor() -> dg.SensorDefinition:
     @dg.sensor(name="wave_reconciliation_sensor", job=rollback_wave_job, minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description="When a wave's reconciliation failed (in its run or when re-run on its own), launches "
-                           "`rollback_wave_job` for that wave.")
+               description="When a wave's reconciliation failed (in its run or re-run on its own) or one of its loads "
+                           "failed, launches `rollback_wave_job` for that wave: it reads the waves' status, so it also "
+                           "sees runs launched in process by the CLI, which the run-failure sensor cannot.")
     def wave_reconciliation_sensor(context: dg.SensorEvaluationContext, wal: WriteAheadLog, targets: TargetsResource):
         waves = WaveStore(targets.store().engine)
         requests = [rollback_request(wal.store(), waves, w["wave_id"], w["status_reason"])
-                    for w in waves.failed_reconciliations()]
+                    for w in waves.failed_after_loading()]
         runs = [r for r in requests if isinstance(r, dg.RunRequest)]
         return dg.SensorResult(run_requests=runs,
-                               skip_reason=None if runs else dg.SkipReason("no failed reconciliation left to undo"))
+                               skip_reason=None if runs else dg.SkipReason("no failed load or reconciliation left to undo"))
 
     return wave_reconciliation_sensor

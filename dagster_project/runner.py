@@ -320,7 +320,7 @@ def compensate_failed_run(run_id: str, *, resources: dict | None = None,
     return _launch_requests([result] if result else [], resources, inst)
 
 
-def compensate_failed_reconciliations(*, resources: dict | None = None,
+def compensate_failed_waves(*, resources: dict | None = None,
                                       dagster_instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
     """Evaluate `wave_reconciliation_sensor` and run the rollbacks it requests."""
     inst = dagster_instance or instance()
@@ -338,7 +338,7 @@ def reconcile_wave(wave_id: str, *, resources: dict | None = None,
     inst = dagster_instance or instance()
     run = _execute(RECONCILE_JOB, wave_id, resources, inst, QUIET,
                    {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
-    rollbacks = compensate_failed_reconciliations(resources=resources, dagster_instance=inst) if compensate else []
+    rollbacks = compensate_failed_waves(resources=resources, dagster_instance=inst) if compensate else []
     return WaveOutcome(run.run_id, run.success, run.failed_checks, run.error, rollbacks)
 
 

@@ -132,12 +132,14 @@ class WaveStore:
             conn.execute(text("UPDATE waves.waves SET report = CAST(:r AS jsonb) WHERE wave_id = :w"),
                          {"r": json.dumps(report), "w": wave_id})
 
-    def failed_reconciliations(self) -> list[dict]:
-        """Waves whose last status change was a failed reconciliation."""
+    def failed_after_loading(self) -> list[dict]:
+        """Waves whose last status change was a failed load or a failed reconciliation (not a gate: a gate stops a
+        wave before it loads anything)."""
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(text(
                 "SELECT wave_id, status_reason FROM waves.waves WHERE status = 'failed' "
-                "AND status_reason LIKE 'reconciliation failed%' ORDER BY wave_id")).mappings()]
+                "AND (status_reason LIKE 'reconciliation failed%' OR status_reason LIKE 'load failed%') "
+                "ORDER BY wave_id")).mappings()]
 
     def candidate_records(self, wave_id: str, block: int = 100_000):
         """The canonical policies and coverages of the wave's candidates that will move (pandas), for its gates, in
