@@ -351,14 +351,15 @@ def _demo_wave(size_cap: int) -> bool:
         out.print(f"  legacy batch file (mainframe layout, EBCDIC): {batch}", highlight=False)
 
     out.rule(f"{ids[2]}: stopped by a gate")
-    store.set_gates(ids[2], {"mean_dq_score": 99.95})
-    out.print(f"The operator asks {ids[2]} for a mean DQ score of 99.95 (`data-mash wave gates {ids[2]} --set "
-              "mean_dq_score=99.95`).", highlight=False)
+    store.set_gates(ids[2], {"min_dq_score": 100.0})
+    out.print(f"The operator asks every policy {ids[2]} moves to score 100, without a single data-quality finding "
+              f"(`data-mash wave gates {ids[2]} --set min_dq_score=100`).", highlight=False)
     with console.status(f"Running wave {ids[2]} through Dagster…"):
         gated = run_wave(ids[2])
     _print_wave_outcome(ids[2], gated)
     gated_rows = _loaded_rows(ids[2])
-    out.print(f"  rows loaded by {ids[2]}: {gated_rows:,} (its gates ran before any load)", highlight=False)
+    out.print(f"  rows loaded by {ids[2]}: {gated_rows:,}" + (" (its gates stopped it before any load)"
+                                                               if not gated.success else ""), highlight=False)
 
     out.rule(f"{ids[3]}: its load fails partway and is compensated")
     before = _target_counts()
