@@ -8,10 +8,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from resources.book_store import BookStore
 from resources.coexistence_store import CoexistenceStore
 from resources.database import DatabaseResource
 from resources.wal import WriteAheadLog
 
+BOOK = dg.AssetKey(["canonical", "book"])
 DECISIONS = dg.AssetKey(["routing", "decisions"])
 REGISTRY = dg.AssetKey(["coexistence", "registry"])
 
@@ -35,12 +37,42 @@ def _split_markdown(counts: dict[str, int], label: str) -> str:
 
 def build_routing_assets(canonical_policy_keys: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
     @dg.asset(
-        key=DECISIONS,
+        key=BOOK,
         deps=canonical_policy_keys,
         group_name="routing",
+        kinds={"postgres"},
+        description=("The canonical book: the latest version of each policy over every mapped drop, full extracts "
+                     "and deltas, in landing order (`canonical.current`). Each drop not yet applied is compared with "
+                     "the book by per-policy content hash: new, changed and cancelled policies are recorded in "
+                     "`canonical.changes`."),
+    )
+    def canonical_book(context: dg.AssetExecutionContext, database: DatabaseResource,
+                       wal: WriteAheadLog) -> dg.MaterializeResult:
+        store = BookStore(database.engine())
+        applied = []
+        for drop in store.pending():
+            with wal.intent(context, namespace="canonical", operation="apply_drop_to_book", target="canonical.current",
+                            key=f"book:{drop['drop_key']}:{drop['mapping_hash']}:{drop['wal_id']}",
+                            payload={k: drop[k] for k in ("drop_key", "mapping_hash", "wal_id", "drop_seq")}) as intent:
+                result = store.apply(drop, intent.id)
+                intent.result = result.__dict__
+            applied.append(result)
+        lines = ["| drop | policies | new | changed | cancelled | unchanged |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {a.drop_key} | {a.policies:,} | {a.new:,} | {a.changed:,} | {a.cancelled:,} | {a.unchanged:,} |"
+                  for a in applied]
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": store.size(),
+            "drops_applied": len(applied),
+            "changes": dg.MetadataValue.md("\n".join(lines) if applied else "no drop to apply: the book is current"),
+        })
+
+    @dg.asset(
+        key=DECISIONS,
+        deps=[BOOK],
+        group_name="routing",
         kinds={"postgres", "pyarrow"},
-        description=("One routing decision per policy of the current canonical book (the latest mapped drop of each "
-                     "source): target, rule and rule-set version, from the versioned YAML rules. Changes are kept in "
+        description=("One routing decision per policy of the canonical book (the latest version of each policy): "
+                     "target, rule and rule-set version, from the versioned YAML rules. Changes are kept in "
                      "`routing.decision_history`."),
     )
     def routing_decisions(context: dg.AssetExecutionContext, config: RoutingConfig, database: DatabaseResource,
@@ -106,4 +138,4 @@ def build_routing_assets(canonical_policy_keys: list[dg.AssetKey]) -> list[dg.As
             "wal_status": intent.status,
         })
 
-    return [routing_decisions, coexistence_registry]
+    return [canonical_book, routing_decisions, coexistence_registry]

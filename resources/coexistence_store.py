@@ -56,33 +56,28 @@ class CoexistenceStore:
 
     # -- the book to route ----------------------------------------------------------------
     def book_drops(self) -> list[str]:
-        """The current canonical book: the latest mapped drop of each source."""
+        """The drops that hold the current version of some policy of the book (`canonical.current`)."""
         with self.engine.connect() as conn:
-            return conn.execute(text(
-                "SELECT DISTINCT ON (source) source || ':' || drop_id FROM canonical.loads "
-                "WHERE table_name = 'policies' ORDER BY source, loaded_at DESC")).scalars().all()
+            return conn.execute(text("SELECT DISTINCT drop_key FROM canonical.current ORDER BY 1")).scalars().all()
 
     def book_fingerprint(self) -> str:
-        """Which canonical loads make up the book now (changes when a drop is mapped again)."""
+        """Which drops, mapped how, make up the book now (changes when a drop is applied or mapped again)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT DISTINCT ON (source) source, drop_id, mapping_hash, wal_id FROM canonical.loads "
-                "WHERE table_name = 'policies' ORDER BY source, loaded_at DESC")).all()
-        return hashlib.sha256(repr(sorted(tuple(map(str, r)) for r in rows)).encode()).hexdigest()
+            rows = conn.execute(text("SELECT drop_key, mapping_hash, load_wal_id FROM canonical.book_drops "
+                                     "ORDER BY drop_key")).all()
+        return hashlib.sha256(repr([tuple(map(str, r)) for r in rows]).encode()).hexdigest()
 
     def read_book(self, block: int = 200_000, columns: Iterable[str] | None = None) -> Iterator[pa.Table]:
-        """The canonical policies of the current book, in policy id order, as Arrow blocks (all book columns, or
-        `columns` and the policy id)."""
-        drops = self.book_drops()
-        if not drops:
-            return
+        """The current version of every policy of the book, in policy id order, as Arrow blocks (all book columns,
+        or `columns` and the policy id)."""
         wanted = None if columns is None else {"policy_id", *columns}
         book_columns = [(n, t) for n, t in BOOK_COLUMNS if wanted is None or n in wanted]
-        fields = sql.SQL(", ").join(sql.Identifier(n) for n, _ in book_columns)
+        fields = sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(n)) for n, _ in book_columns)
         yield from iter_copy_blocks(
             self.engine,
-            lambda last: sql.SQL("SELECT {} FROM canonical.policies WHERE drop_key = ANY({}) AND policy_id > {} "
-                                 "ORDER BY policy_id").format(fields, sql.Literal(drops), sql.Literal(last)),
+            lambda last: sql.SQL("SELECT {} FROM canonical.policies p JOIN canonical.current k ON k.policy_id = "
+                                 "p.policy_id AND k.drop_key = p.drop_key WHERE p.policy_id > {} "
+                                 "ORDER BY p.policy_id").format(fields, sql.Literal(last)),
             book_columns, "policy_id", "", block)
 
     def current_decisions(self) -> pa.Table:

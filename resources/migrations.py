@@ -497,6 +497,61 @@ MIGRATIONS: tuple[Migration, ...] = (
         tuple(f"CREATE INDEX IF NOT EXISTS {t}_by_policy ON canonical.{t} (policy_id)"
               for t in ("policies", "coverages", "parties", "payments", "endorsements", "correspondence", "claim_links")),
     ),
+    Migration(
+        11,
+        "canonical: the book as the latest version of each policy (canonical.current), the drops applied to it, and "
+        "the changes each drop brought, found by per-policy content hash",
+        (
+            """
+            CREATE TABLE canonical.current (
+                policy_id    text        PRIMARY KEY,
+                source       text        NOT NULL,
+                drop_key     text        NOT NULL,
+                drop_seq     bigint      NOT NULL,
+                content_hash text        NOT NULL,
+                status       text,
+                version      integer     NOT NULL,
+                since        timestamptz NOT NULL,
+                wal_id       bigint
+            )
+            """,
+            "CREATE INDEX current_by_drop ON canonical.current (drop_key)",
+            """
+            CREATE TABLE canonical.book_drops (
+                drop_key     text        PRIMARY KEY,
+                source       text        NOT NULL,
+                drop_id      text        NOT NULL,
+                drop_seq     bigint      NOT NULL,
+                load_wal_id  bigint,
+                mapping_hash text        NOT NULL,
+                policies     bigint      NOT NULL,
+                new          bigint      NOT NULL,
+                changed      bigint      NOT NULL,
+                cancelled    bigint      NOT NULL,
+                unchanged    bigint      NOT NULL,
+                applied_at   timestamptz NOT NULL,
+                wal_id       bigint
+            )
+            """,
+            """
+            CREATE TABLE canonical.changes (
+                id            bigserial   PRIMARY KEY,
+                policy_id     text        NOT NULL,
+                source        text        NOT NULL,
+                drop_key      text        NOT NULL,
+                change        text        NOT NULL CHECK (change IN ('new', 'changed', 'cancelled')),
+                version       integer     NOT NULL,
+                from_drop_key text,
+                from_hash     text,
+                to_hash       text        NOT NULL,
+                detected_at   timestamptz NOT NULL,
+                wal_id        bigint
+            )
+            """,
+            "CREATE INDEX changes_by_policy ON canonical.changes (policy_id, id)",
+            "CREATE INDEX changes_by_drop ON canonical.changes (drop_key, change)",
+        ),
+    ),
 )
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, text
 from canonical.tables import MONEY, V1_TABLES
 from canonical.targets import TargetMapping, expected_select, load_target_mapping, transform
 from legacy import outbound
-from resources.coexistence_store import CoexistenceStore
+from resources.book_store import in_book
 from resources.database import DatabaseResource, data_mash_home, psycopg_cursor
 from resources.intake_store import copy_arrow, copy_to_arrow, file_sha256
 
@@ -180,7 +180,6 @@ class TargetStore:
         """COPY the wave's policies into staging tables, block by block, then upsert each table; move the registry."""
         result = LoadResult()
         now = datetime.now(timezone.utc)
-        drops = CoexistenceStore(self.engine).book_drops()
         tables = list(self.mapping.tables.values())
         with psycopg_cursor(self.engine) as cur:
             result.policies = _scope(cur, wave_id, SCOPE["new_platform"])
@@ -198,10 +197,10 @@ class TargetStore:
                     for source in t.sources:
                         canonical = V1_TABLES[source.table]
                         query = sql.SQL("COPY (SELECT {} FROM canonical.{} c JOIN scope USING (policy_id) "
-                                        "WHERE c.drop_key = ANY({}) AND c.policy_id > {} AND c.policy_id <= {}) "
+                                        "WHERE {} AND c.policy_id > {} AND c.policy_id <= {}) "
                                         "TO STDOUT (FORMAT csv)").format(
                             sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n in canonical.names),
-                            sql.Identifier(canonical.name), sql.Literal(drops), sql.Literal(lo), sql.Literal(hi))
+                            sql.Identifier(canonical.name), in_book("c"), sql.Literal(lo), sql.Literal(hi))
                         rows = copy_to_arrow(cur, query, [(c.name, c.type) for c in canonical.columns])
                         staged = transform(t, source, rows)
                         n = staged.num_rows
@@ -303,19 +302,18 @@ class TargetStore:
     def _batch_rows(self, cur, lo: str = "", hi: str | None = None) -> tuple[pa.Table, pa.Table]:
         """Canonical rows of the `scope` policies in (lo, hi] for the batch file, and their coverage count and
         total limit, both in policy id order."""
-        drops = CoexistenceStore(self.engine).book_drops()
         cols = [(n, V1_TABLES["policies"].column(n).type) for n in outbound.POLICY_COLUMNS]
         within = sql.SQL("s.policy_id > {}").format(sql.Literal(lo)) + (
             sql.SQL(" AND s.policy_id <= {}").format(sql.Literal(hi)) if hi is not None else sql.SQL(""))
         policies = copy_to_arrow(cur, sql.SQL(
-            "COPY (SELECT {} FROM canonical.policies c JOIN scope s USING (policy_id) WHERE c.drop_key = ANY({}) AND {} "
+            "COPY (SELECT {} FROM canonical.policies c JOIN scope s USING (policy_id) WHERE {} AND {} "
             "ORDER BY c.policy_id) TO STDOUT (FORMAT csv)").format(
-            sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n, _ in cols), sql.Literal(drops), within),
+            sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n, _ in cols), in_book("c"), within),
             cols)
         summary = copy_to_arrow(cur, sql.SQL(
             "COPY (SELECT s.policy_id, count(v.policy_id), coalesce(sum(v.limit_amount), 0) FROM scope s "
-            "LEFT JOIN canonical.coverages v ON v.policy_id = s.policy_id AND v.drop_key = ANY({}) WHERE {} "
-            "GROUP BY s.policy_id ORDER BY s.policy_id) TO STDOUT (FORMAT csv)").format(sql.Literal(drops), within),
+            "LEFT JOIN canonical.coverages v ON v.policy_id = s.policy_id AND {} WHERE {} "
+            "GROUP BY s.policy_id ORDER BY s.policy_id) TO STDOUT (FORMAT csv)").format(in_book("v"), within),
             [("policy_id", pa.string()), ("coverage_count", pa.int64()), ("total_limit", MONEY)])
         order = pa.table({"policy_id": policies.column("policy_id"), "row": pa.array(range(policies.num_rows), pa.int64())})
         summary = order.join(summary, "policy_id", join_type="left outer").sort_by("row")  # joins do not keep order
@@ -326,7 +324,6 @@ class TargetStore:
         """Queue the wave's policies that routing holds back, with the rule and the data-quality findings."""
         result = LoadResult()
         now = datetime.now(timezone.utc)
-        drops = CoexistenceStore(self.engine).book_drops()
         with psycopg_cursor(self.engine) as cur:
             result.policies = _scope(cur, wave_id, SCOPE["dq_queue"])
             cur.execute(
@@ -336,12 +333,13 @@ class TargetStore:
                 "CASE WHEN r.pinned THEN 'held back by a manual override' ELSE 'routing rule ' || "
                 "coalesce(r.routing_rule, 'unknown') END || coalesce('; findings: ' || nullif(p.dq_findings, ''), ''), "
                 "p.dq_score, %(now)s, %(wal)s FROM scope s JOIN canonical.policies p ON p.policy_id = s.policy_id "
-                "AND p.drop_key = ANY(%(drops)s) JOIN coexistence.registry r ON r.policy_id = s.policy_id "
+                "AND EXISTS (SELECT 1 FROM canonical.current k WHERE k.policy_id = p.policy_id AND k.drop_key = p.drop_key) "
+                "JOIN coexistence.registry r ON r.policy_id = s.policy_id "
                 "ON CONFLICT (policy_id, wave_id) DO UPDATE SET routing_rule = EXCLUDED.routing_rule, "
                 "reasons = EXCLUDED.reasons, dq_score = EXCLUDED.dq_score, wal_id = EXCLUDED.wal_id "
                 "WHERE (q.routing_rule, q.reasons, q.dq_score, q.wal_id) IS DISTINCT FROM "
                 "(EXCLUDED.routing_rule, EXCLUDED.reasons, EXCLUDED.dq_score, EXCLUDED.wal_id)",
-                {"w": wave_id, "now": now, "wal": wal_id, "drops": drops})
+                {"w": wave_id, "now": now, "wal": wal_id})
             result.inserted["queued"] = cur.rowcount
             cur.execute("SELECT count(*) FROM targets.dq_queue WHERE wave_id = %s", (wave_id,))
             result.rows["queued"] = cur.fetchone()[0]
@@ -441,12 +439,11 @@ class TargetStore:
         """Compare source and one target for a wave. New platform: counts per table, money totals to the cent and a
         content hash per policy, against canonical mapped in SQL. Legacy batch: the delivered file read back. DQ queue
         and bridge: every policy there. The result is also stored in `targets.reconciliations`."""
-        drops = CoexistenceStore(self.engine).book_drops()
         with psycopg_cursor(self.engine) as cur:
             if target == "new_platform":
-                checks = self._reconcile_new_platform(cur, wave_id, drops, examples)
+                checks = self._reconcile_new_platform(cur, wave_id, examples)
             elif target == "legacy_batch":
-                checks = [self._reconcile_batch(cur, wave_id, drops, examples)]
+                checks = [self._reconcile_batch(cur, wave_id, examples)]
             else:
                 checks = [self._reconcile_listed(cur, wave_id, target, examples)]
             cur.execute("INSERT INTO targets.reconciliations (wave_id, target, reconciled_at, passed, checks) "
@@ -455,13 +452,13 @@ class TargetStore:
                          json.dumps([c.__dict__ for c in checks], default=str)))
         return checks
 
-    def _reconcile_new_platform(self, cur, wave_id: str, drops: list[str], examples: int) -> list["ReconCheck"]:
+    def _reconcile_new_platform(self, cur, wave_id: str, examples: int) -> list["ReconCheck"]:
         checks = []
         policies = _scope(cur, wave_id, SCOPE["new_platform"])
         counts, money = {}, {}
         expected_rows, actual_rows = {}, {}
         for t in self.mapping.tables.values():
-            union = self._expected_union(t, drops)
+            union = self._expected_union(t)
             actual = sql.SQL("SELECT x.policy_number AS pn, ROW({})::text AS r FROM new_platform.{} x JOIN scope "
                              "ON scope.policy_id = x.policy_number WHERE x.wave_id = {}").format(
                 sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in t.columns),
@@ -518,15 +515,15 @@ class TargetStore:
         return ReconCheck(target, "row_counts", want == have and not missing, {"expected": want, "actual": have},
                           missing or [], failing=len(missing or []))
 
-    def _expected_union(self, t, drops: list[str]) -> sql.Composable:
+    def _expected_union(self, t) -> sql.Composable:
         parts = []
         for source in t.sources:
             exprs = expected_select(t, source, "c")
             parts.append(sql.SQL("SELECT c.policy_id AS pn, ROW({})::text AS r, {} FROM canonical.{} c JOIN scope "
-                                 "USING (policy_id) WHERE c.drop_key = ANY({})").format(
+                                 "USING (policy_id) WHERE {}").format(
                 sql.SQL(", ".join(exprs)),
                 sql.SQL(", ").join(sql.SQL(e + " AS {}").format(sql.Identifier(c)) for e, c in zip(exprs, t.columns)),
-                sql.Identifier(source.table), sql.Literal(drops)))
+                sql.Identifier(source.table), in_book("c")))
         return sql.SQL(" UNION ALL ").join(parts)
 
     @staticmethod
@@ -534,7 +531,7 @@ class TargetStore:
         return sql.SQL("SELECT x.* FROM new_platform.{} x JOIN scope ON scope.policy_id = x.policy_number "
                        "WHERE x.wave_id = {}").format(sql.Identifier(t.name), sql.Literal(wave_id))
 
-    def _reconcile_batch(self, cur, wave_id: str, drops: list[str], examples: int) -> "ReconCheck":
+    def _reconcile_batch(self, cur, wave_id: str, examples: int) -> "ReconCheck":
         _scope(cur, wave_id, SCOPE["legacy_batch"])
         expected, _ = self._batch_rows(cur)
         cur.execute("SELECT path, sha256, records FROM targets.outbound_files WHERE wave_id = %s AND status = 'delivered'",
@@ -569,11 +566,10 @@ class TargetStore:
 
     def report(self, wave_id: str) -> list[dict]:
         """Per line of business, state and target: policies and in-force annual premium, in the book and landed."""
-        drops = CoexistenceStore(self.engine).book_drops()
         with psycopg_cursor(self.engine) as cur:
-            return self._report(cur, wave_id, drops)
+            return self._report(cur, wave_id)
 
-    def _report(self, cur, wave_id: str, drops: list[str]) -> list[dict]:
+    def _report(self, cur, wave_id: str) -> list[dict]:
         cur.execute("""
             SELECT p.line_of_business, coalesce(p.insured_state, '--'), c.target, count(*),
                    coalesce(sum(p.annual_premium) FILTER (WHERE p.status = 'in_force'), 0),
@@ -582,7 +578,8 @@ class TargetStore:
                    + coalesce(sum(p.annual_premium) FILTER (WHERE f.policy_id IS NOT NULL AND x.policy_number IS NULL
                                                              AND p.status = 'in_force'), 0)
             FROM waves.candidates c
-            JOIN canonical.policies p ON p.policy_id = c.policy_id AND p.drop_key = ANY(%(drops)s)
+            JOIN canonical.current k ON k.policy_id = c.policy_id
+            JOIN canonical.policies p ON p.policy_id = c.policy_id AND p.drop_key = k.drop_key
             LEFT JOIN new_platform.policy x ON x.policy_number = c.policy_id AND x.wave_id = %(w)s
             LEFT JOIN new_platform.rating g ON g.policy_number = c.policy_id AND g.wave_id = %(w)s
             LEFT JOIN (SELECT r.policy_id FROM targets.outbound_records r JOIN targets.outbound_files o USING (file_id)
@@ -590,7 +587,7 @@ class TargetStore:
                    ON f.policy_id = c.policy_id AND c.target = 'legacy_batch'
             LEFT JOIN targets.dq_queue q ON q.policy_id = c.policy_id AND q.wave_id = %(w)s
             WHERE c.wave_id = %(w)s
-            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", {"w": wave_id, "drops": drops})
+            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", {"w": wave_id})
         return [{"line_of_business": r[0], "state": r[1], "target": r[2], "policies": r[3],
                  "in_force_premium_before": str(r[4]), "landed": r[5],
                  "in_force_premium_after": str(r[6]) if r[2] != "dq_queue" else "held back"} for r in cur.fetchall()]

@@ -11,6 +11,7 @@ import yaml
 from psycopg import sql
 from sqlalchemy import Engine, text
 
+from resources.book_store import in_book
 from resources.coexistence_store import CoexistenceStore
 from resources.database import psycopg_cursor
 from resources.intake_store import copy_arrow, copy_to_arrow
@@ -147,7 +148,6 @@ class WaveStore:
         routing holds back for the DQ queue are not gated: holding them back is the point."""
         from canonical.tables import COVERAGES, POLICIES
 
-        drops = CoexistenceStore(self.engine).book_drops()
         policy_columns = [(c.name, c.type) for c in POLICIES.columns] + [("dq_score", pa.decimal128(5, 2))]
         coverage_columns = [(c.name, c.type) for c in COVERAGES.columns]
         with self.engine.connect() as conn:
@@ -160,10 +160,10 @@ class WaveStore:
                 for table, columns in (("policies", policy_columns), ("coverages", coverage_columns)):
                     query = sql.SQL(
                         "COPY (SELECT {} FROM waves.candidates c JOIN canonical.{} x ON x.policy_id = c.policy_id "
-                        "AND x.drop_key = ANY({}) WHERE c.wave_id = {} AND c.target <> 'dq_queue' AND c.policy_id > {} "
+                        "AND {} WHERE c.wave_id = {} AND c.target <> 'dq_queue' AND c.policy_id > {} "
                         "AND c.policy_id <= {} ORDER BY x.policy_id) TO STDOUT (FORMAT csv)").format(
                         sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(n)) for n, _ in columns),
-                        sql.Identifier(table), sql.Literal(drops), sql.Literal(wave_id), sql.Literal(lo), sql.Literal(hi))
+                        sql.Identifier(table), in_book("x"), sql.Literal(wave_id), sql.Literal(lo), sql.Literal(hi))
                     frames.append(copy_to_arrow(cur, query, columns).to_pandas())
                 yield frames[0], frames[1]
 

@@ -1,0 +1,51 @@
+"""The book over days: a day-2 legacy delta is found, policy by policy, by content hash (real PostgreSQL, Dagster)."""
+
+from sqlalchemy import text
+
+from dagster_project.runner import ingest, route
+from legacy.delta import write_delta
+from resources.book_store import BookStore
+from tests.book import sample_book
+
+
+def _quarantined(engine, drop_id: str) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(text("SELECT DISTINCT policy_id FROM canonical.quarantine WHERE drop_id = :d "
+                                     "AND policy_id IS NOT NULL"), {"d": drop_id}).scalars())
+
+
+def test_a_day_2_delta_changes_exactly_the_policies_it_holds_and_the_book_keeps_the_rest(
+        routed_book, resources, engine, instance, tmp_path):
+    book = BookStore(engine)
+    with engine.connect() as conn:
+        day1 = dict(conn.execute(text("SELECT policy_id, content_hash FROM canonical.current")).all())
+    assert len(day1) == sum(routed_book.by_system.values())  # every mapped day-1 policy is in the book, and routed
+
+    delta = write_delta(sample_book(), tmp_path / "day-2", day=2, seed=7)
+    for source in ("mainframe_life", "pc_csv"):
+        assert ingest(tmp_path / "day-2" / source, source, "day-2", resources=resources, dagster_instance=instance).success
+    assert route(resources=resources, dagster_instance=instance).success  # applies the drops, then routes
+
+    skipped = _quarantined(engine, "day-2")  # a record of the delta the mapping could not take keeps day 1's version
+    for source, d in delta.sources.items():
+        found = book.changes(f"{source}:day-2")
+        assert set(found["new"]) == set(d.new) - skipped
+        assert set(found["cancelled"]) == set(d.cancelled) - skipped
+        assert set(found["changed"]) == set(d.changed) - skipped
+    with engine.connect() as conn:
+        now = dict(conn.execute(text("SELECT policy_id, content_hash FROM canonical.current")).all())
+        versions = dict(conn.execute(text("SELECT version, count(*) FROM canonical.current GROUP BY 1")).all())
+        routed = conn.execute(text("SELECT count(*) FROM routing.decisions")).scalar_one()
+        registry = conn.execute(text("SELECT count(*) FROM coexistence.registry")).scalar_one()
+    changed = {p for d in delta.sources.values() for p in [*d.changed, *d.cancelled]} - skipped
+    new = {p for d in delta.sources.values() for p in d.new} - skipped
+    assert set(now) == set(day1) | new  # nothing dropped out of the book: a delta is not a full extract
+    assert {p for p in day1 if now[p] != day1[p]} == changed & set(day1)
+    assert versions.get(2, 0) == len(changed & set(day1))
+    assert routed == registry == len(now)
+
+    # applying again changes nothing: the drops are already in the book
+    before = {k: book.changes(f"{k}:day-2") for k in delta.sources}
+    assert route(resources=resources, dagster_instance=instance).success
+    assert {k: book.changes(f"{k}:day-2") for k in delta.sources} == before
+    assert book.pending() == []
