@@ -696,6 +696,33 @@ def history(policy: str = typer.Argument(..., help="Policy id.")) -> None:
 
 
 @app.command()
+def changes(
+    drop: Optional[str] = typer.Option(None, "--drop", help="A drop key, e.g. pc_csv:day-2: list its changed policies."),
+    limit: int = typer.Option(20, "--limit", min=1, help="Policies listed per kind of change."),
+) -> None:
+    """What each drop applied to the book brought: new, changed and cancelled policies, found by content hash."""
+    from resources.book_store import BookStore
+
+    store = BookStore(_waves().engine)
+    drops = store.applied()
+    if not drops:
+        fail("no drop applied to the book yet: ingest one and `data-mash route`", 1)
+    table = Table(title="Drops applied to the book, in landing order")
+    for col in ("drop", "policies", "new", "changed", "cancelled", "unchanged", "applied"):
+        table.add_column(col, justify="left" if col in ("drop", "applied") else "right")
+    for d in drops:
+        table.add_row(d["drop_key"], *(f"{d[k]:,}" for k in ("policies", "new", "changed", "cancelled", "unchanged")),
+                      f"{d['applied_at']:%Y-%m-%d %H:%M:%S}")
+    out.print(table)
+    if drop:
+        if drop not in {d["drop_key"] for d in drops}:
+            fail(f"drop {drop!r} is not in the book: one of {', '.join(d['drop_key'] for d in drops)}", 1)
+        for kind, ids in store.changes(drop).items():
+            shown = ", ".join(ids[:limit]) + (f" … (+{len(ids) - limit:,})" if len(ids) > limit else "")
+            out.print(f"{kind} ({len(ids):,}): {shown or '-'}", highlight=False)
+
+
+@app.command()
 def override(
     policy: str = typer.Argument(..., help="Policy id."),
     to: str = typer.Option(..., "--to", help="new_platform, legacy_batch, dq_queue or coexistence_bridge."),

@@ -119,6 +119,11 @@ class BookStore:
                          "n": policies, "unchanged": unchanged, **counts})
         return DropApplied(key, policies, counts["new"], counts["changed"], counts["cancelled"], unchanged)
 
+    def applied(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(text("SELECT * FROM canonical.book_drops ORDER BY drop_seq, drop_key"))
+                    .mappings()]
+
     def size(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT count(*) FROM canonical.current")).scalar_one()

@@ -93,3 +93,36 @@ def test_decode_limit_and_malformed_copybook(run_cli, tmp_path):
 def test_ingest_of_a_missing_path_is_a_usage_error(run_cli, tmp_path):
     proc = run_cli("ingest", str(tmp_path / "nope"), "--source", "pc_csv", expect=2)
     assert "nope" in proc.stderr
+
+
+def test_a_wave_and_a_delta_through_the_cli(run_cli, tmp_path):
+    book = tmp_path / "book"
+    run_cli("generate-sample", "--policies", "300", "--seed", "5", "--out", str(book))
+    for source in ("mainframe_life", "pc_csv"):
+        run_cli("ingest", str(book / source), "--source", source, "--drop-id", "day-1")
+    run_cli("route")
+    plan = run_cli("generate-plan", "--size-cap", "100", "--start", "2026-01-01T02:00", "--output", str(tmp_path / "p.yaml"))
+    assert "p1-w00" in plan.stdout and (tmp_path / "p.yaml").exists()
+    run_cli("wave", "approve", "p1-w01", "--by", "tester")
+    executed = run_cli("wave", "execute", "p1-w01")
+    assert "succeeded" in executed.stdout and "content_hash matches" in executed.stdout
+    report = run_cli("wave", "report", "p1-w01", "--by-state")
+    assert "file_read_back" in report.stdout and "in-force premium before" in report.stdout
+    run_cli("wave", "rollback", "p1-w01", "--reason", "test")
+    status = run_cli("wave", "status", "p1-w01", expect=1)  # rolled back: exit 1 for scripts
+    assert "rolled_back" in status.stdout
+    again = run_cli("wave", "rollback", "p1-w01")
+    assert "succeeded" in again.stdout and "rolled_back" in again.stdout
+    run_cli("wave", "approve", "p1-w01", "--by", "tester")  # a rolled-back wave can be approved and run again
+    assert "succeeded" in run_cli("wave", "execute", "p1-w01").stdout
+
+    run_cli("generate-sample", "--delta-of", str(book), "--day", "2", "--out", str(tmp_path / "day-2"))
+    delta = json.loads((tmp_path / "day-2" / "delta.json").read_text())
+    for source in ("mainframe_life", "pc_csv"):
+        run_cli("ingest", str(tmp_path / "day-2" / source), "--source", source, "--drop-id", "day-2")
+    run_cli("route")
+    changes = run_cli("changes", "--drop", "pc_csv:day-2", "--limit", "1000")
+    assert "pc_csv:day-2" in changes.stdout
+    for policy in delta["sources"]["pc_csv"]["new"]:
+        assert policy in changes.stdout
+    run_cli("changes", "--drop", "nope:day-9", expect=1)
