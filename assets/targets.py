@@ -14,10 +14,10 @@ compensation sensors (`dagster_project/compensation.py`) roll the wave back.
 
 import dagster as dg
 
-from assets.waves import CANDIDATES, WAVES_PARTITIONS
+from assets.waves import CANDIDATES, RUN_WAVE_JOB, WAVES_PARTITIONS
 from resources.target_store import LoadResult, TargetsResource
 from resources.wal import WriteAheadLog
-from resources.wave_store import WaveStore
+from resources.wave_store import LOAD_FAILED, RECONCILIATION_FAILED, WaveStore
 
 NEW_PLATFORM = dg.AssetKey(["targets", "new_platform"])
 LEGACY_BATCH = dg.AssetKey(["targets", "legacy_batch"])
@@ -54,7 +54,7 @@ def _load(context: dg.AssetExecutionContext, wal: WriteAheadLog, targets: Target
                              "registry_moved": result.registry_moved, **result.detail}
     except Exception as error:  # the wave is failed: compensation (the sensors) takes it from here
         WaveStore(store.engine).set_status(wave_id, "failed", allowed_from=("running", "completed", "failed"),
-                                           reason=f"load failed: {asset_key}: {type(error).__name__}: {error}"[:2000])
+                                           reason=f"{LOAD_FAILED}: {asset_key}: {type(error).__name__}: {error}"[:2000])
         raise
     return dg.MaterializeResult(metadata={
         "dagster/row_count": sum(result.rows.values()),
@@ -78,31 +78,46 @@ def _target_asset(name: str, key: dg.AssetKey, deps: list, description: str, wor
     return target_asset
 
 
+def _new_platform(store, wave_id, wal_id, on_block):
+    return store.load_new_platform(wave_id, wal_id, actor=RUN_WAVE_JOB, on_block=on_block)
+
+
+def _legacy_batch(store, wave_id, wal_id, on_block):
+    on_block(None)
+    return store.write_legacy_batch(wave_id, wal_id, actor=RUN_WAVE_JOB)
+
+
+def _dq_queue(store, wave_id, wal_id, on_block):
+    on_block(None)
+    return store.queue_held_back(wave_id, wal_id)
+
+
+def _bridge(store, wave_id, wal_id, on_block):
+    on_block(None)
+    return store.record_bridge(wave_id, wal_id, actor=RUN_WAVE_JOB)
+
+
 new_platform = _target_asset(
     "new_platform", NEW_PLATFORM, [CANDIDATES],
     "The wave's policies routed to the new platform or the bridge, in the new platform's normalized tables "
     "(policy, party, coverage, rating, payment, endorsement, document, claim_link), by the versioned canonical -> "
     "new platform mapping: COPY into staging, then upsert. New-platform policies get it as system of record.",
-    lambda store, wave, wal_id, on_block: store.load_new_platform(wave, wal_id, actor="run_wave_job", on_block=on_block),
-    {"postgres"})
+    _new_platform, {"postgres"})
 legacy_batch = _target_asset(
     "legacy_batch", LEGACY_BATCH, [CANDIDATES],
     "POLOUT file (fixed width, EBCDIC, the mainframe's layout) of the wave's policies the legacy system keeps "
     "servicing (legacy batch and bridge), in the outbound folder, registered in `targets.outbound_files`.",
-    lambda store, wave, wal_id, on_block: (on_block(None), store.write_legacy_batch(wave, wal_id, actor="run_wave_job"))[1],
-    {"file"})
+    _legacy_batch, {"file"})
 dq_queue = _target_asset(
     "dq_queue", DQ_QUEUE, [CANDIDATES],
     "The wave's policies that routing holds back, queued with the rule and the data-quality findings for remediation. "
     "Once fixed and routed again, a later wave takes them and releases them from the queue.",
-    lambda store, wave, wal_id, on_block: (on_block(None), store.queue_held_back(wave, wal_id))[1],
-    {"postgres"})
+    _dq_queue, {"postgres"})
 coexistence_bridge = _target_asset(
     "coexistence_bridge", BRIDGE, [NEW_PLATFORM, LEGACY_BATCH],
     "The wave's policies both systems must see during the transition (on the new platform and in the legacy batch), "
     "with the authoritative side: their legacy system until a later decision moves them.",
-    lambda store, wave, wal_id, on_block: (on_block(None), store.record_bridge(wave, wal_id, actor="run_wave_job"))[1],
-    {"postgres"})
+    _bridge, {"postgres"})
 
 RECONCILIATION_CHECKS = {
     ("new_platform", "row_counts"): (NEW_PLATFORM, "Rows per new-platform table equal what the mapping makes of the "
@@ -136,7 +151,7 @@ def _reconciliation_check(target: str):
         if failed:
             WaveStore(store.engine).set_status(
                 wave_id, "failed", allowed_from=("running", "completed", "failed"),
-                reason="reconciliation failed: " + "; ".join(c.description for c in failed)[:2000])
+                reason=f"{RECONCILIATION_FAILED}: " + "; ".join(c.description for c in failed)[:2000])
         for c in checks:
             yield dg.AssetCheckResult(
                 asset_key=RECONCILIATION_CHECKS[(c.target, c.name)][0], check_name=check_name(c.target, c.name),

@@ -14,6 +14,7 @@ A disagreement between the two is a load defect that reconciliation must catch.
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
@@ -71,6 +72,7 @@ class TargetMapping:
     hash: str
 
 
+@lru_cache(maxsize=8)
 def load_target_mapping(path: Path = MAPPING_FILE) -> TargetMapping:
     """Read and check the mapping: canonical tables and columns exist, every source fills every column with
     one type, codes cover the canonical code lists."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import text
 
+from dagster_project.compensation import ROLLBACK_JOB
 from dagster_project.definitions import build_definitions
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import ingest_job_name
@@ -289,8 +290,9 @@ class WaveOutcome(RunOutcome):
     rollbacks: list[RunOutcome] = field(default_factory=list)
 
 
-def _launch_requests(requests, resources: dict | None, inst: dg.DagsterInstance) -> list[RunOutcome]:
-    """Run what a sensor requested, in process on the instance, skipping run keys that already ran."""
+def _launch_requests(requests, job_name: str, resources: dict | None, inst: dg.DagsterInstance) -> list[RunOutcome]:
+    """Run what a sensor requested (of `job_name`, its job), in process on the instance, skipping run keys that
+    already ran."""
     outcomes = []
     for request in requests:
         if not isinstance(request, dg.RunRequest):
@@ -298,7 +300,7 @@ def _launch_requests(requests, resources: dict | None, inst: dg.DagsterInstance)
         if request.run_key and inst.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):
             continue
         tags = {**request.tags, **({"dagster/run_key": request.run_key} if request.run_key else {})}
-        outcomes.append(_execute(request.job_name or "rollback_wave_job", request.partition_key, resources, inst,
+        outcomes.append(_execute(request.job_name or job_name, request.partition_key, resources, inst,
                                  QUIET, tags, ops_config=request.run_config.get("ops")))
     return outcomes
 
@@ -317,7 +319,7 @@ def compensate_failed_run(run_id: str, *, resources: dict | None = None,
                                             dagster_instance=inst, dagster_run=run,
                                             resources=resources or resources_for_environment(resolved=True)) as context:
         result = sensor(context.for_run_failure())
-    return _launch_requests([result] if result else [], resources, inst)
+    return _launch_requests([result] if result else [], ROLLBACK_JOB, resources, inst)
 
 
 def compensate_failed_waves(*, resources: dict | None = None,
@@ -327,7 +329,8 @@ def compensate_failed_waves(*, resources: dict | None = None,
     sensor = build_definitions(resources=resources).resolve_sensor_def("wave_reconciliation_sensor")
     with dg.build_sensor_context(instance=inst, resources=resources or resources_for_environment(resolved=True)) as context:
         result = sensor(context)
-    return _launch_requests(result.run_requests if isinstance(result, dg.SensorResult) else [], resources, inst)
+    return _launch_requests(result.run_requests if isinstance(result, dg.SensorResult) else [], ROLLBACK_JOB,
+                            resources, inst)
 
 
 def reconcile_wave(wave_id: str, *, resources: dict | None = None,
@@ -345,8 +348,6 @@ def reconcile_wave(wave_id: str, *, resources: dict | None = None,
 def rollback_wave(wave_id: str, *, policy_id: str | None = None, reason: str = "requested by an operator",
                   resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None) -> RunOutcome:
     """Undo a wave, or one policy of it, through Dagster (`rollback_wave_job`)."""
-    from dagster_project.compensation import ROLLBACK_JOB
-
     inst = dagster_instance or instance()
     config = {"wave_id": wave_id, "policy_id": policy_id or "", "reason": reason}
     return _execute(ROLLBACK_JOB, None, resources, inst, QUIET,

@@ -105,6 +105,7 @@ class BookStore:
                     since = CASE WHEN c.content_hash <> EXCLUDED.content_hash THEN EXCLUDED.since ELSE c.since END,
                     wal_id = CASE WHEN c.content_hash <> EXCLUDED.content_hash THEN EXCLUDED.wal_id ELSE c.wal_id END
                 WHERE c.drop_seq <= EXCLUDED.drop_seq""", params)
+            cur.execute("ANALYZE canonical.current")
             unchanged = policies - sum(counts.values())
             cur.execute("""
                 INSERT INTO canonical.book_drops (drop_key, source, drop_id, drop_seq, load_wal_id, mapping_hash, policies,

@@ -124,6 +124,8 @@ class CanonicalStore:
             self._settle_duplicates(cur, canonical, part, source, drop_id, wal_id)
             if table != "policies":
                 self._settle_orphans(cur, part, key, source, drop_id, table, wal_id)
+            # fresh statistics now: every later read of the book joins this partition by policy id
+            cur.execute(sql.SQL("ANALYZE canonical.{}").format(sql.Identifier(part)))
             cur.execute(sql.SQL("SELECT count(*), avg(dq_score) FROM canonical.{}").format(sql.Identifier(part)))
             load.records_mapped, mean = cur.fetchone()
             load.mean_dq_score = float(mean) if mean is not None else None

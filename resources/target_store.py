@@ -232,6 +232,9 @@ class TargetStore:
         key = sql.SQL(", ").join(sql.Identifier(c) for c in t.key)
         excluded = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in cols)
         current = sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in cols)
+        # statistics first (staging is a fresh temp table, the target may have just grown or been emptied by a
+        # rollback): without them the planner picks nested loops over millions of rows
+        cur.execute(sql.SQL("ANALYZE {}").format(stage))
         cur.execute(sql.SQL(
             "WITH up AS (INSERT INTO {target} AS x ({ident}, loaded_at) SELECT {ident}, loaded_at FROM {stage} "
             "ON CONFLICT ({key}) DO UPDATE SET ({ident}, loaded_at) = ({excluded}, EXCLUDED.loaded_at) "
@@ -239,6 +242,7 @@ class TargetStore:
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up").format(
             target=target, ident=ident, stage=stage, key=key, excluded=excluded, current=current))
         result.inserted[t.name], result.updated[t.name] = cur.fetchone()
+        cur.execute(sql.SQL("ANALYZE {}").format(target))
         # rows of this wave's policies that the book no longer has (a coverage removed since the last run)
         match = sql.SQL(" AND ").join(sql.SQL("s.{0} = x.{0}").format(sql.Identifier(c)) for c in t.key)
         cur.execute(sql.SQL("DELETE FROM {target} x USING scope WHERE x.policy_number = scope.policy_id "

@@ -19,6 +19,11 @@ from routing.rules import condition_fields, selection_mask
 from routing.waves import ROUTED, WaveSpec
 
 
+# how a wave's status reason starts when it failed after loading something (compensation looks for these)
+LOAD_FAILED = "load failed"
+RECONCILIATION_FAILED = "reconciliation failed"
+
+
 class WaveError(ValueError):
     """A wave operation that cannot be done (unknown wave, wrong status); the message says what to do."""
 
@@ -139,8 +144,8 @@ class WaveStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(text(
                 "SELECT wave_id, status_reason FROM waves.waves WHERE status = 'failed' "
-                "AND (status_reason LIKE 'reconciliation failed%' OR status_reason LIKE 'load failed%') "
-                "ORDER BY wave_id")).mappings()]
+                "AND (starts_with(status_reason, :load) OR starts_with(status_reason, :recon)) ORDER BY wave_id"),
+                {"load": LOAD_FAILED, "recon": RECONCILIATION_FAILED}).mappings()]
 
     def candidate_records(self, wave_id: str, block: int = 100_000):
         """The canonical policies and coverages of the wave's candidates that will move (pandas), for its gates, in
@@ -197,7 +202,9 @@ class WaveStore:
                                     AND ow.status IN ('approved', 'running', 'completed'))
                 ORDER BY c.policy_id LIMIT %(cap)s
                 """, {"w": wave_id, "now": now, "wal": wal_id, "cap": wave["size_cap"]})
-            return cur.rowcount
+            selected = cur.rowcount
+            cur.execute("ANALYZE waves.candidates")
+            return selected
 
     def candidate_sources(self, wave_id: str) -> list[str]:
         with self.engine.connect() as conn:
