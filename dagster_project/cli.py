@@ -336,6 +336,8 @@ def _demo_wave(size_cap: int) -> bool:
     store = _waves()
     plan_id, ids = store.plan("demo plan", "demo", start=datetime.now(timezone.utc), size_cap=size_cap)
     _print_waves(store.waves(plan_id), f"Plan {plan_id}: proposed waves (size cap {size_cap:,})")
+    out.print("Wave 0 takes only policies routed to the new platform; a `routed` wave sends each of its policies to "
+              "its own routed target (new platform, bridge, legacy batch or DQ queue).", highlight=False)
     for wave_id in ids[:4]:
         store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="demo")
 
