@@ -381,6 +381,19 @@ def _assign_kinds(rng: np.random.Generator, eligible: np.ndarray) -> np.ndarray:
     return (rank < many[:, None]) & eligible
 
 
+def _choose(rng, pol: pa.Table, key: str, files: dict, cancellable: np.ndarray, changeable: np.ndarray, rates):
+    """Which master records the delta cancels and changes (never a policy with a bad record in the book): the rows
+    picked, in order, those rows as a table, and which of them are changed and which cancelled."""
+    ok = _eligible(_col(pol, key), pa.concat_arrays([f.bad_ids for f in files.values()]))
+    n = pol.num_rows
+    cancel = _pick(rng, ok & cancellable, _count(n, rates.cancel))
+    can_change = ok & changeable
+    can_change[cancel] = False
+    change = _pick(rng, can_change, _count(n, rates.change))
+    rows = np.union1d(change, cancel)
+    return rows, pol.take(pa.array(rows, pa.int64())), np.isin(rows, change), np.isin(rows, cancel)
+
+
 def _eligible(ids: pa.Array, bad: pa.Array) -> np.ndarray:
     """Rows whose policy can be picked: an id, unique in the file, with no record quarantined anywhere."""
     counts = pc.value_counts(ids)
@@ -525,20 +538,9 @@ def _mainframe_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random
     key = src.key
     files = _read_drop(src, drop)
     pol = files["policies"].table
-    ids = _col(pol, key)
-    n = pol.num_rows
-    bad = pa.concat_arrays([f.bad_ids for f in files.values()])
-    ok = _eligible(ids, bad)
     status = _col(pol, "POL_STATUS")
     in_force = _isin(status, ["IF"]) & ~_isin(_col(pol, "PLAN_CODE"), _MF_ANNUITY_PLANS)
-    cancel = _pick(rng, ok & in_force, _count(n, rates.cancel))
-    can_change = ok & _isin(status, _MF_CHANGEABLE)
-    can_change[cancel] = False
-    change = _pick(rng, can_change, _count(n, rates.change))
-    rows = np.union1d(change, cancel)
-    S = pol.take(pa.array(rows, pa.int64()))
-    changed = np.isin(rows, change)
-    cancelled = np.isin(rows, cancel)
+    rows, S, changed, cancelled = _choose(rng, pol, key, files, in_force, _isin(status, _MF_CHANGEABLE), rates)
     S_ids = _col(S, key)
     m = S.num_rows
 
@@ -614,7 +616,7 @@ def _mainframe_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random
     changed_fields = _changed_fields(S_ids, changed, diffs + [(n_, d) for n_, d in sat_diffs if d.any()])
 
     # ---- new business
-    k_new = _count(n, rates.new)
+    k_new = _count(pol.num_rows, rates.new)
 
     def pending_without_claims(gen: dict[str, _File]) -> np.ndarray:
         p = gen["policies"].table
@@ -625,7 +627,7 @@ def _mainframe_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random
     new_ids: list[str] = []
     if new_tables:
         gen_ids = _col(new_tables["policies"], key)
-        fresh = _renumber(_MF_POLICY_IDS, ids, gen_ids, day)
+        fresh = _renumber(_MF_POLICY_IDS, _col(pol, key), gen_ids, day)
         _check_unused(fresh, files, key, _MF_POLICY_IDS.what)
         for kind, t in new_tables.items():
             t = _set(t, key, _map_ids(_col(t, key), gen_ids, fresh))
@@ -697,19 +699,9 @@ def _pc_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random.Genera
     key = src.key
     files = _read_drop(src, drop)
     pol = files["policies"].table
-    ids = _col(pol, key)
-    n = pol.num_rows
-    bad = pa.concat_arrays([f.bad_ids for f in files.values()])
-    ok = _eligible(ids, bad)
     status = _col(pol, "PolStatus")
-    cancel = _pick(rng, ok & _isin(status, ["ACT"]), _count(n, rates.cancel))
-    can_change = ok & _isin(status, _PC_CHANGEABLE)
-    can_change[cancel] = False
-    change = _pick(rng, can_change, _count(n, rates.change))
-    rows = np.union1d(change, cancel)
-    S = pol.take(pa.array(rows, pa.int64()))
-    changed = np.isin(rows, change)
-    cancelled = np.isin(rows, cancel)
+    rows, S, changed, cancelled = _choose(rng, pol, key, files, _isin(status, ["ACT"]), _isin(status, _PC_CHANGEABLE),
+                                          rates)
     S_ids = _col(S, key)
     m = S.num_rows
 
@@ -766,7 +758,7 @@ def _pc_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random.Genera
     out_tables = {"policies": S, "coverages": cov}
 
     # ---- new business
-    k_new = _count(n, rates.new)
+    k_new = _count(pol.num_rows, rates.new)
 
     def pending(gen: dict[str, _File]) -> np.ndarray:
         return _isin(_col(gen["policies"].table, "PolStatus"), [_NEW_STATUS[PC]])
@@ -775,7 +767,7 @@ def _pc_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random.Genera
     new_ids: list[str] = []
     if new_tables:
         gen_ids = _col(new_tables["policies"], key)
-        fresh = _renumber(_PC_POLICY_IDS, ids, gen_ids, day)
+        fresh = _renumber(_PC_POLICY_IDS, _col(pol, key), gen_ids, day)
         _check_unused(fresh, files, key, _PC_POLICY_IDS.what)
         for kind, t in new_tables.items():
             t = _set(t, key, _map_ids(_col(t, key), gen_ids, fresh))
