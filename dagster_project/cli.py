@@ -719,6 +719,15 @@ def changes(
     if drop:
         if drop not in {d["drop_key"] for d in drops}:
             fail(f"drop {drop!r} is not in the book: one of {', '.join(d['drop_key'] for d in drops)}", 1)
+        owners = Table(title=f"{drop}: changes by the policy's system of record now")
+        for col in ("change", "system of record", "policies"):
+            owners.add_column(col, justify="right" if col == "policies" else "left")
+        for (change, owner), n in store.changes_by_owner(drop).items():
+            owners.add_row(change, owner, f"{n:,}")
+        out.print(owners)
+        out.print("Policies a wave already moved to the new platform keep what the wave loaded there: their legacy "
+                  "changes are for the nightly sync to carry (not built yet), never a silent overwrite.",
+                  highlight=False)
         for kind, ids in store.changes(drop).items():
             shown = ", ".join(ids[:limit]) + (f" … (+{len(ids) - limit:,})" if len(ids) > limit else "")
             out.print(f"{kind} ({len(ids):,}): {shown or '-'}", highlight=False)

@@ -125,6 +125,16 @@ class BookStore:
             return [dict(r) for r in conn.execute(text("SELECT * FROM canonical.book_drops ORDER BY drop_seq, drop_key"))
                     .mappings()]
 
+    def changes_by_owner(self, drop_key: str) -> dict[tuple[str, str], int]:
+        """(change, system of record now) -> policies: which of a drop's changes touch policies a wave has already
+        moved (those reach the new platform by sync, never by rewriting what a wave loaded)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT c.change, coalesce(r.system_of_record, 'not routed yet'), count(DISTINCT c.policy_id) "
+                "FROM canonical.changes c LEFT JOIN coexistence.registry r USING (policy_id) WHERE c.drop_key = :k "
+                "GROUP BY 1, 2 ORDER BY 1, 2"), {"k": drop_key}).all()
+        return {(change, owner): n for change, owner, n in rows}
+
     def size(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT count(*) FROM canonical.current")).scalar_one()

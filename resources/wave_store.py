@@ -11,7 +11,7 @@ import yaml
 from psycopg import sql
 from sqlalchemy import Engine, text
 
-from resources.book_store import in_book
+from resources.book_store import BookStore, in_book
 from resources.coexistence_store import CoexistenceStore
 from resources.database import psycopg_cursor
 from resources.intake_store import copy_arrow, copy_to_arrow
@@ -36,6 +36,10 @@ class WaveStore:
         """The canonical book (all columns, or `columns`) with each policy's planned target (`target`): the
         registry's, so routing decisions and manual overrides (a remediated policy sent on by hand) both count."""
         coexistence = CoexistenceStore(self.engine)
+        pending = BookStore(self.engine).pending()
+        if pending:  # e.g. a delta mapped since the last routing, or a database just upgraded to the book
+            raise WaveError(f"{len(pending)} mapped drop(s) are not in the book yet ({pending[0]['drop_key']}…): "
+                            "run `data-mash route` first, so waves see the latest version of every policy")
         with psycopg_cursor(self.engine) as cur:
             planned = copy_to_arrow(cur, "COPY (SELECT policy_id, planned_target FROM coexistence.registry) TO STDOUT "
                                          "(FORMAT csv)", [("policy_id", pa.string()), ("target", pa.string())])
