@@ -394,6 +394,24 @@ def _choose(rng, pol: pa.Table, key: str, files: dict, cancellable: np.ndarray, 
     return rows, pol.take(pa.array(rows, pa.int64())), np.isin(rows, change), np.isin(rows, cancel)
 
 
+def _append_new_business(out_tables: dict[str, pa.Table], new_tables: dict[str, pa.Table] | None, book_ids: pa.Array,
+                         key: str, files: dict, scheme, day: int, also=None) -> list[str]:
+    """Renumber generated new business into the day's id block (checked unused), append it to the delta's tables
+    (`also(kind, table)` renumbers anything else a source needs), and return the new policy ids."""
+    if not new_tables:
+        return []
+    gen_ids = _col(new_tables["policies"], key)
+    fresh = _renumber(scheme, book_ids, gen_ids, day)
+    _check_unused(fresh, files, key, scheme.what)
+    for kind, t in new_tables.items():
+        t = _set(t, key, _map_ids(_col(t, key), gen_ids, fresh))
+        if also is not None:
+            t = also(kind, t)
+        if kind in out_tables:
+            out_tables[kind] = pa.concat_tables([out_tables[kind], t.cast(out_tables[kind].schema)])
+    return sorted(_trimmed(fresh))
+
+
 def _eligible(ids: pa.Array, bad: pa.Array) -> np.ndarray:
     """Rows whose policy can be picked: an id, unique in the file, with no record quarantined anywhere."""
     counts = pc.value_counts(ids)
@@ -623,21 +641,16 @@ def _mainframe_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random
         claimed = _col(gen["claims"].table, key) if "claims" in gen else pa.array([], pa.string())
         return _isin(_col(p, "POL_STATUS"), [_NEW_STATUS[MF]]) & ~_isin(_col(p, key), claimed)
 
+    def new_documents(kind: str, t: pa.Table) -> pa.Table:
+        if kind != "correspondence" or "correspondence" not in files or not len(t):
+            return t
+        docs = _renumber(_MF_DOC_IDS, _col(files["correspondence"].table, "DOC_ID"), _col(t, "DOC_ID"), day)
+        _check_unused(docs, {"correspondence": files["correspondence"]}, "DOC_ID", _MF_DOC_IDS.what)
+        return _set(t, "DOC_ID", docs)
+
     new_tables = _generate_new(MF, src, k_new, new_seed, tmp, pending_without_claims)
-    new_ids: list[str] = []
-    if new_tables:
-        gen_ids = _col(new_tables["policies"], key)
-        fresh = _renumber(_MF_POLICY_IDS, _col(pol, key), gen_ids, day)
-        _check_unused(fresh, files, key, _MF_POLICY_IDS.what)
-        for kind, t in new_tables.items():
-            t = _set(t, key, _map_ids(_col(t, key), gen_ids, fresh))
-            if kind == "correspondence" and "correspondence" in files and len(t):
-                docs = _renumber(_MF_DOC_IDS, _col(files["correspondence"].table, "DOC_ID"), _col(t, "DOC_ID"), day)
-                _check_unused(docs, {"correspondence": files["correspondence"]}, "DOC_ID", _MF_DOC_IDS.what)
-                t = _set(t, "DOC_ID", docs)
-            if kind in out_tables:
-                out_tables[kind] = pa.concat_tables([out_tables[kind], t.cast(out_tables[kind].schema)])
-        new_ids = sorted(_trimmed(fresh))
+    new_ids = _append_new_business(out_tables, new_tables, _col(pol, key), key, files, _MF_POLICY_IDS, day,
+                                   new_documents)
 
     # ---- write, in the book's file names, with the book's copybooks
     records: dict[str, int] = {}
@@ -764,15 +777,7 @@ def _pc_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random.Genera
         return _isin(_col(gen["policies"].table, "PolStatus"), [_NEW_STATUS[PC]])
 
     new_tables = _generate_new(PC, src, k_new, new_seed, tmp, pending)
-    new_ids: list[str] = []
-    if new_tables:
-        gen_ids = _col(new_tables["policies"], key)
-        fresh = _renumber(_PC_POLICY_IDS, _col(pol, key), gen_ids, day)
-        _check_unused(fresh, files, key, _PC_POLICY_IDS.what)
-        for kind, t in new_tables.items():
-            t = _set(t, key, _map_ids(_col(t, key), gen_ids, fresh))
-            out_tables[kind] = pa.concat_tables([out_tables[kind], t.cast(out_tables[kind].schema)])
-        new_ids = sorted(_trimmed(fresh))
+    new_ids = _append_new_business(out_tables, new_tables, _col(pol, key), key, files, _PC_POLICY_IDS, day)
 
     records: dict[str, int] = {}
     for kind, f in files.items():
