@@ -16,18 +16,27 @@ import dagster as dg
 
 from assets.targets import OPERATIONS
 from assets.waves import run_wave_job
+from resources.sync_store import OPERATIONS as SYNC_OPERATIONS
+from resources.sync_store import PREFIX as SYNC_PREFIX
+from resources.sync_store import SyncStore, night_of
 from resources.target_store import TargetsResource
 from resources.wal import WalStore, WriteAheadLog
 from resources.wave_store import WaveStore
+from routing.sync import load_sync_rules
 
 ROLLBACK_JOB = "rollback_wave_job"
 LOADS = tuple(OPERATIONS.values())
-COMPENSABLE = ("select_candidates", *LOADS)
+COMPENSABLE = ("select_candidates", *LOADS, *SYNC_OPERATIONS)
+SYNC_WRITES = SYNC_OPERATIONS[1:]
 LIVE = ("committed", "failed", "pending")  # a failed or dead attempt may sit on data an earlier attempt committed
 
 
+def _sync_store(targets: TargetsResource) -> SyncStore:
+    return SyncStore(targets.store().engine, targets.store(), load_sync_rules())
+
+
 class RollbackConfig(dg.Config):
-    wave_id: str
+    wave_id: str  # a wave, or a night of sync (`sync-YYYY-MM-DD`)
     policy_id: str = ""  # empty: the whole wave
     reason: str = "requested by an operator"
 
@@ -37,8 +46,15 @@ def _step_key(entry: dict, policy_id: str) -> str:
 
 
 @dg.op(description="List the wave's WAL entries to undo, latest first; refuse while a load of the wave is running.")
-def plan_wave_rollback(context: dg.OpExecutionContext, config: RollbackConfig, wal: WriteAheadLog) -> dict:
+def plan_wave_rollback(context: dg.OpExecutionContext, config: RollbackConfig, wal: WriteAheadLog,
+                       targets: TargetsResource) -> dict:
     store = wal.store()
+    if config.wave_id.startswith(SYNC_PREFIX):
+        if config.policy_id:
+            raise dg.Failure("a night of sync is rolled back whole, not by policy")
+        later = _sync_store(targets).later_nights(night_of(config.wave_id))
+        if later:
+            raise dg.Failure(f"later nights wrote after {config.wave_id} ({', '.join(later)}): roll those back first")
     entries = store.wave_entries(config.wave_id, COMPENSABLE, LIVE)
     busy = [e for e in entries if e["status"] == "pending" and store.owner_alive(e["idempotency_key"])]
     if busy:
@@ -62,8 +78,12 @@ def compensate_wave_entries(context: dg.OpExecutionContext, plan: dict, wal: Wri
                         target=entry["target"], key=_step_key(entry, plan["policy_id"]),
                         payload={"undoes": entry["id"], "wave": wave_id, "policy": policy_id, "reason": plan["reason"]},
                         wave=wave_id) as intent:
-            detail = store.compensate(entry["operation"], wave_id, entry["id"], policy_id=policy_id,
-                                      actor=f"{ROLLBACK_JOB} {context.run.run_id[:8]}")
+            if entry["operation"] in SYNC_OPERATIONS:
+                detail = _sync_store(targets).compensate(entry["operation"], night_of(wave_id), entry["id"],
+                                                         reason=f"rolled back: {plan['reason']}")
+            else:
+                detail = store.compensate(entry["operation"], wave_id, entry["id"], policy_id=policy_id,
+                                          actor=f"{ROLLBACK_JOB} {context.run.run_id[:8]}")
             intent.result = detail
         if policy_id is None:
             wal_store.compensated(entry["id"], {"by": intent.id, **detail})
@@ -76,7 +96,10 @@ def compensate_wave_entries(context: dg.OpExecutionContext, plan: dict, wal: Wri
 def close_wave_rollback(context: dg.OpExecutionContext, result: dict, targets: TargetsResource) -> dg.Output:
     wave_id, policy_id = result["wave_id"], result["policy_id"]
     waves = WaveStore(targets.store().engine)
-    if not policy_id and (result["undone"] or waves.wave(wave_id)["status"] != "rolled_back"):
+    if wave_id.startswith(SYNC_PREFIX):
+        _sync_store(targets).set_status(night_of(wave_id), "rolled_back",
+                                        f"rolled back: {result['reason']}; {len(result['undone'])} WAL entries undone")
+    elif not policy_id and (result["undone"] or waves.wave(wave_id)["status"] != "rolled_back"):
         waves.set_status(wave_id, "rolled_back", allowed_from=("approved", "running", "failed", "completed"),
                          reason=f"rolled back: {result['reason']}; {len(result['undone'])} WAL entries undone")
     rows = sum(v for u in result["undone"] for k, v in u.items()
@@ -97,15 +120,19 @@ def rollback_wave_job():
 def rollback_request(wal_store: WalStore, waves: WaveStore, wave_id: str, reason: str, run_id: str | None = None):
     """A run request for `rollback_wave_job` if the wave (or, given `run_id`, that run of it) loaded anything,
     else a skip reason. A rerun stopped by its gates loaded nothing, and leaves the wave's earlier load alone."""
-    loaded = [e for e in wal_store.wave_entries(wave_id, LOADS, LIVE) if run_id is None or e["run_id"] == run_id]
+    return _rollback_request(wal_store, wave_id, LOADS, reason, f"attempt-{waves.wave(wave_id)['attempts']}", run_id)
+
+
+def _rollback_request(wal_store: WalStore, unit: str, writes: tuple[str, ...], reason: str, attempt: str,
+                      run_id: str | None = None):
+    loaded = [e for e in wal_store.wave_entries(unit, writes, LIVE) if run_id is None or e["run_id"] == run_id]
     if not loaded:
-        return dg.SkipReason(f"wave {wave_id}: nothing was loaded" + (f" by run {run_id}" if run_id else "")
+        return dg.SkipReason(f"{unit}: nothing was written" + (f" by run {run_id}" if run_id else "")
                              + ", nothing to undo")
-    attempts = waves.wave(wave_id)["attempts"]
     return dg.RunRequest(
-        run_key=f"rollback:{wave_id}:attempt-{attempts}",
-        run_config={"ops": {"plan_wave_rollback": {"config": {"wave_id": wave_id, "reason": reason}}}},
-        tags={"data_mash/wave": wave_id, "data_mash/launched_by": "compensation"})
+        run_key=f"rollback:{unit}:{attempt}",
+        run_config={"ops": {"plan_wave_rollback": {"config": {"wave_id": unit, "reason": reason}}}},
+        tags={"data_mash/wave": unit, "data_mash/launched_by": "compensation"})
 
 
 # Dagster's run status sensors pass a beta parameter (`owners`) to SensorDefinition themselves, and warn each time
@@ -143,3 +170,24 @@ def build_wave_reconciliation_sensor() -> dg.SensorDefinition:
                                skip_reason=None if runs else dg.SkipReason("no failed load or reconciliation left to undo"))
 
     return wave_reconciliation_sensor
+
+
+def build_sync_failure_sensor() -> dg.SensorDefinition:
+    @dg.sensor(name="sync_failure_sensor", job=rollback_wave_job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="When a night of sync failed (a step, or its proof) after writing something, launches "
+                           "`rollback_wave_job` for that night (`sync-<date>`): it reads the nights' status, so it "
+                           "sees runs of the schedule and of the CLI alike.")
+    def sync_failure_sensor(context: dg.SensorEvaluationContext, wal: WriteAheadLog, targets: TargetsResource):
+        runs = []
+        for night in _sync_store(targets).nights():
+            if night["status"] != "failed":
+                continue
+            request = _rollback_request(wal.store(), night["sync_id"], SYNC_WRITES, night["status_reason"] or "failed",
+                                        f"{night['finished_at']:%Y%m%dT%H%M%S%f}")
+            if isinstance(request, dg.RunRequest):
+                runs.append(request)
+        return dg.SensorResult(run_requests=runs,
+                               skip_reason=None if runs else dg.SkipReason("no failed night of sync left to undo"))
+
+    return sync_failure_sensor

@@ -7,15 +7,17 @@ import dagster as dg
 from assets.canonical import build_canonical_assets
 from assets.legacy import build_intake_assets
 from assets.routing import build_routing_assets
+from assets.sync import build_sync_assets
 from assets.targets import (coexistence_bridge, dq_queue, legacy_batch, new_platform, reconcile_wave_job,
                             reconciliation_checks, wave_report)
 from assets.waves import build_wave_schedule_sensor, run_wave_job, wave_candidates, wave_gates
-from dagster_project.compensation import (build_wave_failure_sensor, build_wave_reconciliation_sensor,
-                                          rollback_wave_job)
+from dagster_project.compensation import (build_sync_failure_sensor, build_wave_failure_sensor,
+                                          build_wave_reconciliation_sensor, rollback_wave_job)
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import build_ingest_job, build_map_job, build_route_job
 from dagster_project.sensors import build_landing_sensor, build_wal_recovery_sensor
 from legacy.sources import list_sources
+from routing.sync import load_sync_rules
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
@@ -33,12 +35,17 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     assets += [wave_candidates, new_platform, legacy_batch, dq_queue, coexistence_bridge, wave_report]
     checks += [wave_gates, *reconciliation_checks]
     jobs += [build_route_job(), run_wave_job, rollback_wave_job, reconcile_wave_job]
+    sync_assets, sync_job, sync_schedule = build_sync_assets(load_sync_rules())
+    assets += sync_assets
+    jobs.append(sync_job)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
         sensors=[build_landing_sensor([s.name for s in sources], jobs), build_wal_recovery_sensor(jobs),
-                 build_wave_schedule_sensor(), build_wave_failure_sensor(), build_wave_reconciliation_sensor()],
+                 build_wave_schedule_sensor(), build_wave_failure_sensor(), build_wave_reconciliation_sensor(),
+                 build_sync_failure_sensor()],
+        schedules=[sync_schedule],
         resources=resources if resources is not None else resources_for_environment(),
     )
 

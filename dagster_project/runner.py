@@ -325,8 +325,12 @@ def compensate_failed_run(run_id: str, *, resources: dict | None = None,
 def compensate_failed_waves(*, resources: dict | None = None,
                                       dagster_instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
     """Evaluate `wave_reconciliation_sensor` and run the rollbacks it requests."""
-    inst = dagster_instance or instance()
-    sensor = build_definitions(resources=resources).resolve_sensor_def("wave_reconciliation_sensor")
+    return _evaluate_sensor("wave_reconciliation_sensor", resources, dagster_instance or instance())
+
+
+def _evaluate_sensor(name: str, resources: dict | None, inst: dg.DagsterInstance) -> list[RunOutcome]:
+    """Evaluate a compensation sensor now, as the daemon would on its next tick, and run the rollbacks it requests."""
+    sensor = build_definitions(resources=resources).resolve_sensor_def(name)
     with dg.build_sensor_context(instance=inst, resources=resources or resources_for_environment(resolved=True)) as context:
         result = sensor(context)
     return _launch_requests(result.run_requests if isinstance(result, dg.SensorResult) else [], ROLLBACK_JOB,
@@ -343,6 +347,49 @@ def reconcile_wave(wave_id: str, *, resources: dict | None = None,
                    {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
     rollbacks = compensate_failed_waves(resources=resources, dagster_instance=inst) if compensate else []
     return WaveOutcome(run.run_id, run.success, run.failed_checks, run.error, rollbacks)
+
+
+def tonight(rules=None) -> "date":
+    """Today's date in the sync's zone: the night a sync run by hand syncs."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from routing.sync import load_sync_rules
+
+    return datetime.now(ZoneInfo((rules or load_sync_rules()).schedule.timezone)).date()
+
+
+def sync_night(night=None, *, resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None,
+               fault: str | None = None, compensate: bool = True) -> WaveOutcome:
+    """Run one night of sync now, through Dagster (`nightly_sync_job`, partition = the night, default tonight).
+    A failed night is rolled back before this returns (`sync_failure_sensor`, evaluated at once)."""
+    from assets.sync import NIGHTLY_SYNC_JOB
+    from resources.sync_store import sync_id
+
+    night = night or tonight()
+    inst = dagster_instance or instance()
+    resolved = dict(resources or resources_for_environment(resolved=True))
+    if fault:
+        resolved["wal"] = WriteAheadLog(database=resolved["database"], fault=fault)
+    run = _execute(NIGHTLY_SYNC_JOB, night.isoformat(), resolved, inst, QUIET,
+                   {"data_mash/sync": sync_id(night), "data_mash/launched_by": "cli"})
+    rollbacks = compensate_failed_syncs(resources=resources, dagster_instance=inst) \
+        if compensate and not run.success else []
+    return WaveOutcome(run.run_id, run.success, run.failed_checks, run.error, rollbacks)
+
+
+def compensate_failed_syncs(*, resources: dict | None = None,
+                            dagster_instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
+    """Evaluate `sync_failure_sensor` and run the rollbacks it requests."""
+    return _evaluate_sensor("sync_failure_sensor", resources, dagster_instance or instance())
+
+
+def rollback_sync(night, *, reason: str = "requested by an operator", resources: dict | None = None,
+                  dagster_instance: dg.DagsterInstance | None = None) -> RunOutcome:
+    """Undo a night of sync through Dagster (`rollback_wave_job` with the night's id)."""
+    from resources.sync_store import sync_id
+
+    return rollback_wave(sync_id(night), reason=reason, resources=resources, dagster_instance=dagster_instance)
 
 
 def rollback_wave(wave_id: str, *, policy_id: str | None = None, reason: str = "requested by an operator",

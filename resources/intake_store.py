@@ -90,7 +90,7 @@ def copy_to_arrow(cur, query, columns: list[tuple[str, pa.DataType]]) -> pa.Tabl
         buffer,
         read_options=pacsv.ReadOptions(column_names=[name for name, _ in columns]),
         convert_options=pacsv.ConvertOptions(column_types=dict(columns), strings_can_be_null=True,
-                                             quoted_strings_can_be_null=False),
+                                             quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
     )
 
 

@@ -552,6 +552,94 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX changes_by_drop ON canonical.changes (drop_key, change)",
         ),
     ),
+    Migration(
+        12,
+        "sync: the per-policy baseline both systems last agreed on, the nightly sync's decisions (changes, conflicts "
+        "and their resolution), rows and baselines saved for compensation, and the nights",
+        (
+            "CREATE SCHEMA IF NOT EXISTS sync",
+            """
+            CREATE TABLE sync.baseline (
+                policy_id     text        PRIMARY KEY,
+                wave_id       text        NOT NULL,
+                legacy_hash   text        NOT NULL,
+                platform_hash text        NOT NULL,
+                agreed_at     timestamptz NOT NULL,
+                night         date,
+                wal_id        bigint      NOT NULL
+            )
+            """,
+            "CREATE INDEX baseline_by_wave ON sync.baseline (wave_id)",
+            """
+            CREATE TABLE sync.baseline_saved (
+                saved_by_wal bigint NOT NULL,
+                LIKE sync.baseline,
+                PRIMARY KEY (saved_by_wal, policy_id)
+            )
+            """,
+            """
+            CREATE TABLE sync.nights (
+                night       date        PRIMARY KEY,
+                sync_id     text        NOT NULL UNIQUE,
+                status      text        NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'rolled_back')),
+                started_at  timestamptz NOT NULL,
+                finished_at timestamptz,
+                report      jsonb,
+                status_reason text
+            )
+            """,
+            """
+            CREATE TABLE sync.decisions (
+                id               bigserial   PRIMARY KEY,
+                night            date        NOT NULL,
+                policy_id        text        NOT NULL,
+                line_of_business text,
+                system_of_record text        NOT NULL,
+                bridge           boolean     NOT NULL,
+                legacy_changed   boolean     NOT NULL,
+                platform_changed boolean     NOT NULL,
+                conflict         boolean     NOT NULL,
+                rule             text,
+                action           text        NOT NULL CHECK (action IN
+                                     ('to_platform', 'to_legacy', 'accept_platform', 'keep_platform', 'queue')),
+                why              text        NOT NULL,
+                legacy_from      text,
+                legacy_to        text        NOT NULL,
+                platform_from    text,
+                platform_to      text        NOT NULL,
+                legacy_at        timestamptz,
+                platform_at      timestamptz,
+                decided_at       timestamptz NOT NULL,
+                applied_at       timestamptz,
+                applied_wal      bigint,
+                resolved_at      timestamptz,
+                resolution       text,
+                undone_at        timestamptz,
+                versions         jsonb,
+                wal_id           bigint      NOT NULL
+            )
+            """,
+            "CREATE UNIQUE INDEX decisions_once ON sync.decisions (night, policy_id, legacy_to, platform_to) "
+            "WHERE undone_at IS NULL",
+            "CREATE INDEX decisions_by_policy ON sync.decisions (policy_id, id)",
+            """
+            CREATE TABLE sync.saved_policies (
+                saved_by_wal bigint NOT NULL,
+                policy_id    text   NOT NULL,
+                PRIMARY KEY (saved_by_wal, policy_id)
+            )
+            """,
+            """
+            CREATE TABLE sync.saved_rows (
+                saved_by_wal bigint NOT NULL,
+                table_name   text   NOT NULL,
+                policy_id    text   NOT NULL,
+                row          jsonb  NOT NULL
+            )
+            """,
+            "CREATE INDEX saved_rows_by_wal ON sync.saved_rows (saved_by_wal, policy_id)",
+        ),
+    ),
 )
 
 

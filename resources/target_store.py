@@ -69,6 +69,57 @@ class LoadResult:
         return sum(self.inserted.values()) + sum(self.updated.values()) + sum(self.removed.values())
 
 
+def per_policy_hash(queries: dict[str, sql.Composable]) -> sql.Composable:
+    """SQL (pn, h): one md5 per policy over the rows `(pn, r)` that each table's query gives (`r`: a row as text)."""
+    per_table = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT pn, {t} AS t, md5(string_agg(r, E'\\n' ORDER BY r)) AS h FROM ({q}) q GROUP BY pn").format(
+            t=sql.Literal(name), q=query) for name, query in queries.items())
+    return sql.SQL("SELECT pn, md5(string_agg(t || ':' || h, '|' ORDER BY t)) AS h FROM ({}) x GROUP BY pn").format(
+        per_table)
+
+
+def platform_rows(t, wave_id: str | None = None) -> sql.Composable:
+    """SQL (pn, r): the new platform's rows of table `t` for the policies in temp table `scope` (of one wave)."""
+    return sql.SQL("SELECT x.policy_number AS pn, ROW({})::text AS r FROM new_platform.{} x JOIN scope "
+                   "ON scope.policy_id = x.policy_number{}").format(
+        sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in t.columns), sql.Identifier(t.name),
+        sql.SQL(" WHERE x.wave_id = {}").format(sql.Literal(wave_id)) if wave_id else sql.SQL(""))
+
+
+def image_rows(t) -> sql.Composable:
+    """SQL (pn, r, columns...): the rows the mapping makes of the book's current version of the `scope` policies:
+    what the new platform holds when it agrees with legacy (the same text as `platform_rows`)."""
+    parts = []
+    for source in t.sources:
+        exprs = expected_select(t, source, "c")
+        parts.append(sql.SQL("SELECT c.policy_id AS pn, ROW({})::text AS r, {} FROM canonical.{} c JOIN scope "
+                             "USING (policy_id) WHERE {}").format(
+            sql.SQL(", ".join(exprs)),
+            sql.SQL(", ").join(sql.SQL(e + " AS {}").format(sql.Identifier(c)) for e, c in zip(exprs, t.columns)),
+            sql.Identifier(source.table), in_book("c")))
+    return sql.SQL(" UNION ALL ").join(parts)
+
+
+def platform_hashes(mapping: TargetMapping, wave_id: str | None = None) -> sql.Composable:
+    """SQL (pn, h): each `scope` policy's content hash on the new platform."""
+    return per_policy_hash({t.name: platform_rows(t, wave_id) for t in mapping.tables.values()})
+
+
+def platform_written_at(mapping: TargetMapping) -> sql.Composable:
+    """SQL (pn, at): when the platform last wrote a row of each `scope` policy (its rows' `loaded_at`: set by a
+    wave, the sync, or the platform's own writes)."""
+    return sql.SQL("SELECT pn, max(at) AS at FROM ({}) w GROUP BY pn").format(sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT x.policy_number AS pn, max(x.loaded_at) AS at FROM new_platform.{} x JOIN scope "
+                "ON scope.policy_id = x.policy_number GROUP BY 1").format(sql.Identifier(t))
+        for t in mapping.tables))
+
+
+def image_hashes(mapping: TargetMapping) -> sql.Composable:
+    """SQL (pn, h): each `scope` policy's content hash as the mapping makes it of the book (legacy's version)."""
+    return per_policy_hash({t.name: sql.SQL("SELECT pn, r FROM ({}) i").format(image_rows(t))
+                            for t in mapping.tables.values()})
+
+
 def _scope(cur, wave_id: str, targets: tuple[str, ...], policy_id: str | None = None) -> int:
     """A temp table `scope` of the wave's candidates routed to these targets."""
     cur.execute("DROP TABLE IF EXISTS pg_temp.scope")
@@ -177,10 +228,10 @@ class TargetStore:
     # -- new platform ---------------------------------------------------------------------
     def load_new_platform(self, wave_id: str, wal_id: int, *, actor: str, on_block=None,
                           block: int = BLOCK) -> LoadResult:
-        """COPY the wave's policies into staging tables, block by block, then upsert each table; move the registry."""
+        """COPY the wave's policies into staging tables, block by block, then upsert each table; move the registry;
+        record what both sides now agree on (the sync's baseline)."""
         result = LoadResult()
         now = datetime.now(timezone.utc)
-        tables = list(self.mapping.tables.values())
         with psycopg_cursor(self.engine) as cur:
             result.policies = _scope(cur, wave_id, SCOPE["new_platform"])
             cur.execute("SELECT count(*) FROM new_platform.policy x JOIN scope ON scope.policy_id = x.policy_number "
@@ -188,44 +239,76 @@ class TargetStore:
             taken = cur.fetchone()[0]
             if taken:
                 raise TargetError(f"{taken} policies of wave {wave_id} are already on the new platform from another wave")
-            for t in tables:
-                cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE new_platform.{}) ON COMMIT DROP").format(
-                    sql.Identifier(f"stage_{t.name}"), sql.Identifier(t.name)))
             started = time.perf_counter()
-            for lo, hi in _scope_ranges(cur, block):
-                for t in tables:
-                    for source in t.sources:
-                        canonical = V1_TABLES[source.table]
-                        query = sql.SQL("COPY (SELECT {} FROM canonical.{} c JOIN scope USING (policy_id) "
-                                        "WHERE {} AND c.policy_id > {} AND c.policy_id <= {}) "
-                                        "TO STDOUT (FORMAT csv)").format(
-                            sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n in canonical.names),
-                            sql.Identifier(canonical.name), in_book("c"), sql.Literal(lo), sql.Literal(hi))
-                        rows = copy_to_arrow(cur, query, [(c.name, c.type) for c in canonical.columns])
-                        staged = transform(t, source, rows)
-                        n = staged.num_rows
-                        staged = (staged.append_column("wave_id", pa.array([wave_id] * n, pa.string()))
-                                  .append_column("wal_id", pa.array([wal_id] * n, pa.int64()))
-                                  .append_column("loaded_at", pa.array([now] * n, pa.timestamp("us", tz="UTC"))))
-                        copy_arrow(cur, "pg_temp", f"stage_{t.name}", staged)
-                if on_block:
-                    on_block(hi)
+            self.stage_new_platform(cur, wave_id, wal_id, now, on_block=on_block, block=block)
             staged = time.perf_counter()
-            for t in tables:
-                self._upsert(cur, t, wave_id, result)
+            self.upsert_new_platform(cur, result, wave_id)
             upserted = time.perf_counter()
             result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["new_platform"], "new_platform", now, actor)
+            registry = time.perf_counter()
+            cur.execute(sql.SQL(
+                "INSERT INTO sync.baseline AS b (policy_id, wave_id, legacy_hash, platform_hash, agreed_at, wal_id) "
+                "SELECT s.policy_id, {w}, k.content_hash, a.h, {now}, {wal} FROM scope s "
+                "JOIN canonical.current k USING (policy_id) JOIN ({a}) a ON a.pn = s.policy_id "
+                "ON CONFLICT (policy_id) DO UPDATE SET (wave_id, legacy_hash, platform_hash, agreed_at, night, wal_id) = "
+                "(EXCLUDED.wave_id, EXCLUDED.legacy_hash, EXCLUDED.platform_hash, EXCLUDED.agreed_at, NULL, "
+                "EXCLUDED.wal_id) WHERE (b.wave_id, b.legacy_hash, b.platform_hash) IS DISTINCT FROM "
+                "(EXCLUDED.wave_id, EXCLUDED.legacy_hash, EXCLUDED.platform_hash)").format(
+                w=sql.Literal(wave_id), now=sql.Literal(now), wal=sql.Literal(wal_id),
+                a=platform_hashes(self.mapping, wave_id)))
             result.detail.update({"seconds_staging": round(staged - started, 1),
                                   "seconds_upsert": round(upserted - staged, 1),
-                                  "seconds_registry": round(time.perf_counter() - upserted, 1)})
+                                  "seconds_registry": round(registry - upserted, 1),
+                                  "seconds_baseline": round(time.perf_counter() - registry, 1)})
             cur.execute("UPDATE targets.dq_queue q SET released_at = %s, released_by_wave = %s FROM scope "
                         "WHERE q.policy_id = scope.policy_id AND q.released_at IS NULL AND q.wave_id <> %s",
                         (now, wave_id, wave_id))
             result.detail["released_from_dq_queue"] = cur.rowcount
         return result
 
+    def stage_new_platform(self, cur, wave_id: str | None, wal_id: int, now: datetime, *, on_block=None,
+                           block: int = BLOCK) -> None:
+        """Temp tables `stage_<table>`: the `scope` policies' current book version mapped to the new platform, block
+        by block. Rows carry `wave_id` (None: the wave each policy is on the platform from) and this WAL entry."""
+        tables = list(self.mapping.tables.values())
+        for t in tables:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(f"stage_{t.name}")))
+            cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE new_platform.{}) ON COMMIT DROP").format(
+                sql.Identifier(f"stage_{t.name}"), sql.Identifier(t.name)))
+            if wave_id is None:  # filled in from the baseline once staged
+                cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN wave_id DROP NOT NULL").format(
+                    sql.Identifier(f"stage_{t.name}")))
+        for lo, hi in _scope_ranges(cur, block):
+            for t in tables:
+                for source in t.sources:
+                    canonical = V1_TABLES[source.table]
+                    query = sql.SQL("COPY (SELECT {} FROM canonical.{} c JOIN scope USING (policy_id) "
+                                    "WHERE {} AND c.policy_id > {} AND c.policy_id <= {}) "
+                                    "TO STDOUT (FORMAT csv)").format(
+                        sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n in canonical.names),
+                        sql.Identifier(canonical.name), in_book("c"), sql.Literal(lo), sql.Literal(hi))
+                    rows = copy_to_arrow(cur, query, [(c.name, c.type) for c in canonical.columns])
+                    staged = transform(t, source, rows)
+                    n = staged.num_rows
+                    staged = (staged.append_column("wave_id", pa.array([wave_id] * n, pa.string()))
+                              .append_column("wal_id", pa.array([wal_id] * n, pa.int64()))
+                              .append_column("loaded_at", pa.array([now] * n, pa.timestamp("us", tz="UTC"))))
+                    copy_arrow(cur, "pg_temp", f"stage_{t.name}", staged)
+            if on_block:
+                on_block(hi)
+        if wave_id is None:
+            for t in tables:
+                cur.execute(sql.SQL("UPDATE {} s SET wave_id = b.wave_id FROM sync.baseline b "
+                                    "WHERE b.policy_id = s.policy_number").format(sql.Identifier(f"stage_{t.name}")))
+
+    def upsert_new_platform(self, cur, result: LoadResult, wave_id: str | None) -> None:
+        """Upsert each staged table into the new platform (rows that differ only) and delete the `scope` policies'
+        rows the stage no longer has (of one wave, or, for None, whatever wave they came with)."""
+        for t in self.mapping.tables.values():
+            self._upsert(cur, t, wave_id, result)
+
     @staticmethod
-    def _upsert(cur, t, wave_id: str, result: LoadResult) -> None:
+    def _upsert(cur, t, wave_id: str | None, result: LoadResult) -> None:
         stage, target = sql.Identifier(f"stage_{t.name}"), sql.SQL("new_platform.{}").format(sql.Identifier(t.name))
         cols = [*t.columns, "wave_id", "wal_id"]
         ident = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
@@ -246,8 +329,9 @@ class TargetStore:
         # rows of this wave's policies that the book no longer has (a coverage removed since the last run)
         match = sql.SQL(" AND ").join(sql.SQL("s.{0} = x.{0}").format(sql.Identifier(c)) for c in t.key)
         cur.execute(sql.SQL("DELETE FROM {target} x USING scope WHERE x.policy_number = scope.policy_id "
-                            "AND x.wave_id = {w} AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})").format(
-            target=target, w=sql.Literal(wave_id), stage=stage, match=match))
+                            "{w} AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})").format(
+            target=target, w=sql.SQL("AND x.wave_id = {}").format(sql.Literal(wave_id)) if wave_id else sql.SQL(""),
+            stage=stage, match=match))
         result.removed[t.name] = cur.rowcount
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(stage))
         result.rows[t.name] = cur.fetchone()[0]
@@ -258,49 +342,58 @@ class TargetStore:
 
     def write_legacy_batch(self, wave_id: str, wal_id: int, *, actor: str, block: int = 100_000) -> LoadResult:
         """Write the wave's legacy-serviced policies as a POLOUT file, block by block, aside, then renamed into place."""
-        result = LoadResult()
         now = datetime.now(timezone.utc)
-        path = self.batch_path(wave_id)
+        with psycopg_cursor(self.engine) as cur:
+            policies = _scope(cur, wave_id, SCOPE["legacy_batch"])
+            result = self.deliver_batch(cur, wave_id, wal_id, now,
+                                        (self._batch_rows(cur, lo, hi) for lo, hi in _scope_ranges(cur, block)))
+            result.policies = policies
+            result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["legacy_batch"], None, now, actor)
+        return result
+
+    def deliver_batch(self, cur, batch_id: str, wal_id: int, now: datetime, blocks, tag: str | None = None) -> LoadResult:
+        """Write POLOUT-<batch_id>.dat from `blocks` of (canonical policy columns, coverage count and total limit),
+        fsynced aside and renamed into place, and record it with its records (a rerun that writes the same bytes
+        keeps the delivered file). Each record carries `tag` (default the batch id: a wave's id)."""
+        result = LoadResult()
+        path = self.batch_path(batch_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        with psycopg_cursor(self.engine) as cur:
-            result.policies = _scope(cur, wave_id, SCOPE["legacy_batch"])
-            cur.execute("CREATE TEMP TABLE batch_records (policy_id text, record_no bigint) ON COMMIT DROP")
-            records, premium = 0, 0
-            with open(partial, "wb") as f:
-                for lo, hi in _scope_ranges(cur, block):
-                    policies, summary = self._batch_rows(cur, lo, hi)
-                    f.write(outbound.encode_policies(policies, summary.column("coverage_count"),
-                                                     summary.column("total_limit"), wave_id))
-                    copy_arrow(cur, "pg_temp", "batch_records", pa.table({
-                        "policy_id": policies.column("policy_id"),
-                        "record_no": pa.array(range(records + 1, records + policies.num_rows + 1), pa.int64())}))
-                    records += policies.num_rows
-                    premium += pc.sum(policies.column("annual_premium")).as_py() or 0
-                f.flush()
-                os.fsync(f.fileno())
-            digest = file_sha256(partial)
-            cur.execute("SELECT file_id, sha256 FROM targets.outbound_files WHERE wave_id = %s AND status = 'delivered'",
-                        (wave_id,))
-            existing = cur.fetchone()
-            if existing and existing[1] == digest and path.exists():
-                partial.unlink()
-                result.detail = {"file": str(path), "sha256": digest, "unchanged": True}
-            else:
-                if existing:
-                    cur.execute("DELETE FROM targets.outbound_records WHERE file_id = %s", (existing[0],))
-                    cur.execute("DELETE FROM targets.outbound_files WHERE file_id = %s", (existing[0],))
-                cur.execute("INSERT INTO targets.outbound_files (wave_id, path, records, sha256, annual_premium, status, "
-                            "written_at, wal_id) VALUES (%s, %s, %s, %s, %s, 'delivered', %s, %s) RETURNING file_id",
-                            (wave_id, str(path), records, digest, premium, now, wal_id))
-                file_id = cur.fetchone()[0]
-                cur.execute("INSERT INTO targets.outbound_records (file_id, policy_id, record_no) "
-                            "SELECT %s, policy_id, record_no FROM batch_records", (file_id,))
-                os.replace(partial, path)  # in place before the transaction commits; a rerun rewrites it the same
-                result.inserted["records"] = records
-                result.detail = {"file": str(path), "sha256": digest, "unchanged": False}
-            result.rows["records"] = records
-            result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["legacy_batch"], None, now, actor)
+        cur.execute("DROP TABLE IF EXISTS pg_temp.batch_records")
+        cur.execute("CREATE TEMP TABLE batch_records (policy_id text, record_no bigint) ON COMMIT DROP")
+        records, premium = 0, 0
+        with open(partial, "wb") as f:
+            for policies, summary in blocks:
+                f.write(outbound.encode_policies(policies, summary.column("coverage_count"),
+                                                 summary.column("total_limit"), tag or batch_id))
+                copy_arrow(cur, "pg_temp", "batch_records", pa.table({
+                    "policy_id": policies.column("policy_id"),
+                    "record_no": pa.array(range(records + 1, records + policies.num_rows + 1), pa.int64())}))
+                records += policies.num_rows
+                premium += pc.sum(policies.column("annual_premium")).as_py() or 0
+            f.flush()
+            os.fsync(f.fileno())
+        digest = file_sha256(partial)
+        cur.execute("SELECT file_id, sha256 FROM targets.outbound_files WHERE wave_id = %s AND status = 'delivered'",
+                    (batch_id,))
+        existing = cur.fetchone()
+        if existing and existing[1] == digest and path.exists():
+            partial.unlink()
+            result.detail = {"file": str(path), "sha256": digest, "unchanged": True}
+        else:
+            if existing:
+                cur.execute("DELETE FROM targets.outbound_records WHERE file_id = %s", (existing[0],))
+                cur.execute("DELETE FROM targets.outbound_files WHERE file_id = %s", (existing[0],))
+            cur.execute("INSERT INTO targets.outbound_files (wave_id, path, records, sha256, annual_premium, status, "
+                        "written_at, wal_id) VALUES (%s, %s, %s, %s, %s, 'delivered', %s, %s) RETURNING file_id",
+                        (batch_id, str(path), records, digest, premium, now, wal_id))
+            file_id = cur.fetchone()[0]
+            cur.execute("INSERT INTO targets.outbound_records (file_id, policy_id, record_no) "
+                        "SELECT %s, policy_id, record_no FROM batch_records", (file_id,))
+            os.replace(partial, path)  # in place before the transaction commits; a rerun rewrites it the same
+            result.inserted["records"] = records
+            result.detail = {"file": str(path), "sha256": digest, "unchanged": False}
+        result.rows["records"] = records
         return result
 
     def _batch_rows(self, cur, lo: str = "", hi: str | None = None) -> tuple[pa.Table, pa.Table]:
@@ -385,10 +478,15 @@ class TargetStore:
         undone: dict = {}
         with psycopg_cursor(self.engine) as cur:
             if operation == "load_new_platform":
+                # by wave, not WAL entry: the nightly sync may have rewritten the wave's rows since (under its own
+                # entry); the wave's policies leave the platform, and the sync's baseline, whole
                 for t in reversed(list(self.mapping.tables)):
-                    cur.execute(sql.SQL("DELETE FROM new_platform.{} WHERE wal_id = %(wal)s" + only).format(
+                    cur.execute(sql.SQL("DELETE FROM new_platform.{} WHERE wave_id = %(w)s" + only).format(
                         sql.Identifier(t)), params)
                     undone[t] = cur.rowcount
+                cur.execute("DELETE FROM sync.baseline WHERE wave_id = %(w)s"
+                            + (" AND policy_id = %(p)s" if policy_id else ""), params)
+                undone["sync_baseline"] = cur.rowcount
                 cur.execute("UPDATE targets.dq_queue SET released_at = NULL, released_by_wave = NULL "
                             "WHERE released_by_wave = %(w)s" + (" AND policy_id = %(p)s" if policy_id else ""), params)
                 undone["unreleased_from_dq_queue"] = cur.rowcount
@@ -458,18 +556,27 @@ class TargetStore:
 
     def _reconcile_new_platform(self, cur, wave_id: str, examples: int) -> list["ReconCheck"]:
         checks = []
-        policies = _scope(cur, wave_id, SCOPE["new_platform"])
+        _scope(cur, wave_id, SCOPE["new_platform"])
+        # each policy's hash on the platform, once: the content check compares it, and with the sync's baseline it
+        # tells which policies changed on either side since the wave loaded them: those are the nightly sync's to
+        # settle and reconcile (`SyncStore.check`), not differences of this load
+        cur.execute(sql.SQL("CREATE TEMP TABLE actual_hash ON COMMIT DROP AS {}").format(
+            platform_hashes(self.mapping, wave_id)))
+        # (a platform change counts only if the platform wrote the policy since: a row that changed without being
+        # written, like a cent lost, is a difference)
+        cur.execute(sql.SQL(
+            "DELETE FROM scope s USING sync.baseline b JOIN canonical.current k USING (policy_id) "
+            "LEFT JOIN actual_hash a ON a.pn = b.policy_id LEFT JOIN ({}) w ON w.pn = b.policy_id "
+            "WHERE b.policy_id = s.policy_id AND (b.night IS NOT NULL OR b.legacy_hash <> k.content_hash "
+            "OR (b.platform_hash IS DISTINCT FROM a.h AND w.at > b.agreed_at))").format(platform_written_at(self.mapping)))
+        handed_to_sync = cur.rowcount
+        cur.execute("SELECT count(*) FROM scope")
+        policies = cur.fetchone()[0]
+        cur.execute("ANALYZE scope")
         counts, money = {}, {}
-        expected_rows, actual_rows = {}, {}
         for t in self.mapping.tables.values():
-            union = self._expected_union(t)
-            actual = sql.SQL("SELECT x.policy_number AS pn, ROW({})::text AS r FROM new_platform.{} x JOIN scope "
-                             "ON scope.policy_id = x.policy_number WHERE x.wave_id = {}").format(
-                sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(c)) for c in t.columns),
-                sql.Identifier(t.name), sql.Literal(wave_id))
-            expected_rows[t.name], actual_rows[t.name] = union, actual
             sums = [sql.SQL("coalesce(sum({}), 0)").format(sql.Identifier(c)) for c in t.money_columns]
-            for side, query in (("expected", union), ("actual", self._actual_full(t, wave_id))):
+            for side, query in (("expected", image_rows(t)), ("actual", self._actual_full(t, wave_id))):
                 cur.execute(sql.SQL("SELECT count(*){} FROM ({}) q").format(
                     sql.SQL("").join(sql.SQL(", ") + s for s in sums), query))
                 row = cur.fetchone()
@@ -483,28 +590,21 @@ class TargetStore:
         moved = cur.fetchone()
         counts["registry (system of record new_platform)"] = {"expected": moved[0], "actual": moved[1]}
         bad_counts = {k: v for k, v in counts.items() if v["expected"] != v["actual"]}
-        checks.append(ReconCheck("new_platform", "row_counts", not bad_counts, {"policies": policies, "tables": counts},
+        observed = {"policies": policies, "handed_to_sync": handed_to_sync, "tables": counts}
+        checks.append(ReconCheck("new_platform", "row_counts", not bad_counts, observed,
                                  [f"{k}: expected {v['expected']}, found {v['actual']}" for k, v in bad_counts.items()]))
         bad_money = {k: v for k, v in money.items() if v["expected"] != v["actual"]}
         checks.append(ReconCheck("new_platform", "money_totals", not bad_money, money,
                                  [f"{k}: expected {v['expected']}, found {v['actual']}" for k, v in bad_money.items()]))
-
-        def per_policy(queries: dict) -> sql.Composable:
-            return sql.SQL(" UNION ALL ").join(
-                sql.SQL("SELECT pn, {t} AS t, md5(string_agg(r, E'\\n' ORDER BY r)) AS h FROM ({q}) q GROUP BY pn").format(
-                    t=sql.Literal(name), q=query) for name, query in queries.items())
-
         cur.execute(sql.SQL(
-            "WITH e AS (SELECT pn, md5(string_agg(t || ':' || h, '|' ORDER BY t)) AS h FROM ({}) x GROUP BY pn), "
-            "a AS (SELECT pn, md5(string_agg(t || ':' || h, '|' ORDER BY t)) AS h FROM ({}) x GROUP BY pn) "
+            "WITH e AS ({}), a AS (SELECT a.* FROM actual_hash a JOIN scope ON scope.policy_id = a.pn) "
             "SELECT count(*), count(*) FILTER (WHERE e.h IS DISTINCT FROM a.h), "
             "(array_agg(coalesce(e.pn, a.pn) ORDER BY coalesce(e.pn, a.pn)) FILTER (WHERE e.h IS DISTINCT FROM a.h))[1:{}] "
-            "FROM e FULL JOIN a ON a.pn = e.pn").format(per_policy(expected_rows), per_policy(actual_rows),
-                                                        sql.Literal(examples)))
+            "FROM e FULL JOIN a ON a.pn = e.pn").format(image_hashes(self.mapping), sql.Literal(examples)))
         compared, differing, ids = cur.fetchone()
         checks.append(ReconCheck("new_platform", "content_hash", differing == 0,
-                                 {"policies_compared": compared, "policies_differing": differing}, ids or [],
-                                 failing=differing))
+                                 {"policies_compared": compared, "policies_differing": differing,
+                                  "handed_to_sync": handed_to_sync}, ids or [], failing=differing))
         return checks
 
     def _reconcile_listed(self, cur, wave_id: str, target: str, examples: int) -> "ReconCheck":
@@ -519,17 +619,6 @@ class TargetStore:
         return ReconCheck(target, "row_counts", want == have and not missing, {"expected": want, "actual": have},
                           missing or [], failing=len(missing or []))
 
-    def _expected_union(self, t) -> sql.Composable:
-        parts = []
-        for source in t.sources:
-            exprs = expected_select(t, source, "c")
-            parts.append(sql.SQL("SELECT c.policy_id AS pn, ROW({})::text AS r, {} FROM canonical.{} c JOIN scope "
-                                 "USING (policy_id) WHERE {}").format(
-                sql.SQL(", ".join(exprs)),
-                sql.SQL(", ").join(sql.SQL(e + " AS {}").format(sql.Identifier(c)) for e, c in zip(exprs, t.columns)),
-                sql.Identifier(source.table), in_book("c")))
-        return sql.SQL(" UNION ALL ").join(parts)
-
     @staticmethod
     def _actual_full(t, wave_id: str) -> sql.Composable:
         return sql.SQL("SELECT x.* FROM new_platform.{} x JOIN scope ON scope.policy_id = x.policy_number "
@@ -537,11 +626,17 @@ class TargetStore:
 
     def _reconcile_batch(self, cur, wave_id: str, examples: int) -> "ReconCheck":
         _scope(cur, wave_id, SCOPE["legacy_batch"])
+        # a policy whose legacy version changed since the file was written (a later delta) is compared no more:
+        # the file holds the version of its day
+        cur.execute("DELETE FROM scope s USING canonical.current k, targets.outbound_files f WHERE k.policy_id = "
+                    "s.policy_id AND f.wave_id = %s AND f.status = 'delivered' AND k.since > f.written_at RETURNING "
+                    "s.policy_id", (wave_id,))
+        newer = pa.array([r[0] for r in cur.fetchall()], pa.string())
         expected, _ = self._batch_rows(cur)
         cur.execute("SELECT path, sha256, records FROM targets.outbound_files WHERE wave_id = %s AND status = 'delivered'",
                     (wave_id,))
         row = cur.fetchone()
-        observed = {"expected_records": expected.num_rows}
+        observed = {"expected_records": expected.num_rows, "changed_in_legacy_since": len(newer)}
         if row is None:
             ok = expected.num_rows == 0
             return ReconCheck("legacy_batch", "file_read_back", ok, {**observed, "file": None},
@@ -554,7 +649,7 @@ class TargetStore:
         cur.execute("SELECT policy_id FROM targets.outbound_records r JOIN targets.outbound_files f USING (file_id) "
                     "WHERE f.wave_id = %s AND f.status = 'delivered' AND r.withdrawn_at IS NOT NULL", (wave_id,))
         withdrawn = pa.array([r[0] for r in cur.fetchall()], pa.string())
-        back = back.filter(pc.invert(pc.is_in(back.column("policy_id"), value_set=withdrawn)))
+        back = back.filter(pc.invert(pc.is_in(back.column("policy_id"), value_set=pa.concat_arrays([withdrawn, newer]))))
         zero = pa.scalar(0, MONEY)
         compare = [c for c in outbound.POLICY_COLUMNS]
         want = expected.select(compare).set_column(
