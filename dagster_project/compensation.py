@@ -175,16 +175,21 @@ def build_wave_reconciliation_sensor() -> dg.SensorDefinition:
 def build_sync_failure_sensor() -> dg.SensorDefinition:
     @dg.sensor(name="sync_failure_sensor", job=rollback_wave_job, minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description="When a night of sync failed (a step, or its proof) after writing something, launches "
-                           "`rollback_wave_job` for that night (`sync-<date>`): it reads the nights' status, so it "
-                           "sees runs of the schedule and of the CLI alike.")
+               description="When a night of sync failed (a step, its proof, or its worker died) after writing "
+                           "something, launches `rollback_wave_job` for that night (`sync-<date>`): it reads the "
+                           "nights' status, so it sees runs of the schedule and of the CLI alike.")
     def sync_failure_sensor(context: dg.SensorEvaluationContext, wal: WriteAheadLog, targets: TargetsResource):
-        runs = []
+        runs, store = [], wal.store()
         for night in _sync_store(targets).nights():
-            if night["status"] != "failed":
+            # a night whose worker died (killed, out of memory) stays `running` with an intent nobody holds
+            dead = night["status"] == "running" and any(
+                not store.owner_alive(e["idempotency_key"])
+                for e in store.wave_entries(night["sync_id"], SYNC_OPERATIONS, ("pending",)))
+            if night["status"] != "failed" and not dead:
                 continue
-            request = _rollback_request(wal.store(), night["sync_id"], SYNC_WRITES, night["status_reason"] or "failed",
-                                        f"{night['finished_at']:%Y%m%dT%H%M%S%f}")
+            request = _rollback_request(store, night["sync_id"], SYNC_WRITES,
+                                        night["status_reason"] or "its worker died during a write",
+                                        f"{night['finished_at'] or night['started_at']:%Y%m%dT%H%M%S%f}")
             if isinstance(request, dg.RunRequest):
                 runs.append(request)
         return dg.SensorResult(run_requests=runs,

@@ -24,6 +24,7 @@ undone). `check` proves a night: every decision settled and both sides back at t
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -404,8 +405,6 @@ class SyncStore:
         files = cur.fetchall()
         observed, problems, differing = {"files": len(files), "records": 0}, [], 0
         for file_id, path, digest in files:
-            from pathlib import Path
-
             if not Path(path).exists() or file_sha256(Path(path)) != digest:
                 problems.append(f"{Path(path).name} is missing or not the file delivered (sha256 differs)")
                 continue

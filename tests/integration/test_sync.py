@@ -249,6 +249,17 @@ def test_a_night_that_fails_is_rolled_back_and_a_completed_one_can_be(day_1, res
     assert rollback_sync(NIGHT, resources=resources, dagster_instance=instance).success
     assert _snapshot(engine, home) == before
 
+    # a worker that dies mid-write leaves the night running with an intent nobody holds: the sensor sees it
+    assert sync_night(NIGHT, resources=resources, dagster_instance=instance).success
+    store = resources["wal"].store()
+    store.begin(namespace="sync", operation="sync_new_platform", target="sync/new_platform", key="sync:dead-worker",
+                payload={}, wave=sync_id(NIGHT))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE sync.nights SET status = 'running' WHERE night = :n"), {"n": NIGHT})
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        (request,) = sensor(context).run_requests
+    assert "worker died" in request.run_config["ops"]["plan_wave_rollback"]["config"]["reason"]
+
 
 def test_the_schedule_syncs_the_night_that_ended_at_the_configured_time_and_zone(resources):
     from dagster_project.definitions import build_definitions
