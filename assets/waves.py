@@ -80,13 +80,13 @@ def _gate_markdown(result) -> str:
 )
 def wave_gates(context: dg.AssetCheckExecutionContext, database: DatabaseResource, targets: TargetsResource):
     """The wave's quality gates, on its candidates. A failed gate stops the wave before anything is loaded."""
-    from canonical.mapping import load_mapping, mapping_for_source
+    from resources.mapping_store import active_mapping
     from routing.gates import GateResult, WaveGates
 
     wave_id = context.run.tags.get("dagster/partition")
     store = WaveStore(database.engine())
     wave = store.wave(wave_id)
-    confidence = {s: load_mapping(mapping_for_source(s)).confidence("policies") for s in store.candidate_sources(wave_id)}
+    confidence = {s: active_mapping(s).confidence("policies") for s in store.candidate_sources(wave_id)}
     gates = WaveGates(wave["gates"], confidence)
     for policies, coverages in store.candidate_records(wave_id):
         gates.add(policies, coverages)

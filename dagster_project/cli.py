@@ -1410,3 +1410,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+from dagster_project.cli_reprocess import register as _register_reprocess; _register_reprocess(app)  # data-mash reprocess

@@ -430,15 +430,19 @@ class WriteAheadLog(dg.ConfigurableResource):
         payload: dict,
         lifecycle: Lifecycle = Lifecycle(),
         wave: str | None = None,
+        partition_key: str | None = None,
     ) -> Iterator[Intent]:
-        """Commit a pending intent, yield it for the work, then mark it committed, or failed with the error."""
+        """Commit a pending intent, yield it for the work, then mark it committed, or failed with the error.
+
+        `partition_key` is the partition the work is for when the run covers a range of them (a single-run
+        backfill), so that recovery relaunches just that one; by default, the run's partition."""
         store = self.store()
         asset_key = context.asset_key.to_user_string() if context.has_assets_def else None  # ops have no asset
         with store.owned(key):
             intent = store.begin(
                 namespace=namespace, operation=operation, target=target, key=key, payload=payload, lifecycle=lifecycle,
                 run_id=context.run.run_id, job_name=context.run.job_name, asset_key=asset_key,
-                partition_key=context.partition_key if context.has_partition_key else None, wave=wave,
+                partition_key=partition_key or (context.partition_key if context.has_partition_key else None), wave=wave,
             )
             self.maybe_crash("after_intent", asset_key)
             try:
