@@ -136,17 +136,22 @@ def build_sync_assets(rules: SyncRules):
               description="The night proved (every decision settled, both sides back at the agreed state, legacy's "
                           "version on the platform where it went there, the batch read back, manual conflicts "
                           "queued) and its report: changes per side, applied, conflicts by rule, queue additions.")
-    def sync_report(context: dg.AssetExecutionContext, targets: TargetsResource):
+    def sync_report(context: dg.AssetExecutionContext, wal: WriteAheadLog, targets: TargetsResource):
         night = date.fromisoformat(context.partition_key)
         store = _store(targets, rules)
-        checks = store.check(night)
-        report = {**store.report(night), "checks": [c.__dict__ for c in checks]}
-        failed = [c for c in checks if not c.passed]
-        if failed:
-            store.set_status(night, "failed", f"{SYNC_FAILED}: " + "; ".join(c.description for c in failed)[:1900],
-                             report)
+        with wal.intent(context, namespace="sync", operation="sync_report", target="sync.nights",
+                        key=f"sync:{night}:sync_report:{context.run.run_id}", payload={"night": night.isoformat()},
+                        wave=sync_id(night)) as intent:
+            checks = store.check(night)
+            report = {**store.report(night), "checks": [c.__dict__ for c in checks]}
+            failed = [c for c in checks if not c.passed]
+            status = "failed" if failed else "completed"
+            reason = f"{SYNC_FAILED}: " + "; ".join(c.description for c in failed)[:1900] if failed else None
+            store.set_status(night, status, reason, report)
+            intent.result = {"status": status, "changed_policies": report["changed_policies"],
+                             "failed_checks": [c.name for c in failed]}
+        if failed:  # the night is failed: sync_failure_sensor rolls it back
             raise dg.Failure(f"night {night} does not prove out: " + "; ".join(c.description for c in failed))
-        store.set_status(night, "completed", None, report)
         return dg.MaterializeResult(metadata={
             "night": night.isoformat(), "changed_policies": report["changed_policies"],
             "seen": dg.MetadataValue.json(report["seen"]), "applied": dg.MetadataValue.json(report["applied"]),

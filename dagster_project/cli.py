@@ -1404,10 +1404,14 @@ def audit_trail(policy: str = typer.Argument(..., help="Policy id, e.g. L1000000
     out.print(table)
 
 
+from dagster_project.cli_reprocess import register as _register_reprocess  # noqa: E402
+
+_register_reprocess(app)  # data-mash reprocess (its own module)
+
+
 def main() -> None:
     app()
 
 
 if __name__ == "__main__":
     main()
-from dagster_project.cli_reprocess import register as _register_reprocess; _register_reprocess(app)  # data-mash reprocess

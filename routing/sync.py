@@ -126,8 +126,8 @@ def decide(rules: SyncRules, *, line_of_business: np.ndarray, system_of_record: 
     if not np.all(legacy_changed | platform_changed):
         raise ValueError("decide() takes changed policies only: each must have changed on at least one side")
     migrated = (np.asarray(system_of_record) == NEW_PLATFORM) & ~np.asarray(bridge, dtype=bool)
-    rule = (pd.Series(np.asarray(line_of_business, dtype=object), dtype=object).map(rules.conflicts.lines)
-            .fillna(rules.conflicts.default).to_numpy(dtype=object))
+    by_line = pd.Series(np.asarray(line_of_business, dtype=object), dtype=object).map(rules.conflicts.lines).astype(object)
+    rule = by_line.where(by_line.notna(), rules.conflicts.default).to_numpy(dtype=object)
     legacy_at = np.asarray(legacy_at, dtype="datetime64[us]")
     platform_at = np.asarray(platform_at, dtype="datetime64[us]")
     legacy_later = (legacy_at > platform_at) & ~np.isnat(legacy_at) & ~np.isnat(platform_at)
