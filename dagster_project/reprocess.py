@@ -37,7 +37,7 @@ from dagster_project.definitions import build_definitions
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import ROUTE_JOB, map_job_name
 from dagster_project.partitions import drops_partitions_name
-from dagster_project.runner import RunOutcome, _execute, instance, root_cause
+from dagster_project.runner import RunOutcome, _execute, instance, outcome_of, root_cause
 from legacy.sources import load_source, output_columns
 from resources.canonical_store import CanonicalStore, drop_key
 from resources.mapping_store import MappingInstall, MappingStore, active_mapping, check_installable
@@ -353,13 +353,8 @@ def _backfill_in_process(backfill, source: str, drops: list[str], keys: list[dg.
 
 
 def _backfill_run(result, drops: list[str]) -> BackfillRun:
-    failed_checks = [f"{e.asset_key.to_user_string()}: {e.check_name}"
-                     for e in result.get_asset_check_evaluations() if not e.passed]
-    error = None
-    if not result.success:
-        failures = [ev for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
-        error = "; ".join(f"{ev.step_key}: {root_cause(ev.event_specific_data.error)}" for ev in failures) or "run failed"
-    return BackfillRun(result.run_id, drops, result.success, failed_checks, error)
+    run = outcome_of(result)
+    return BackfillRun(run.run_id, drops, run.success, run.failed_checks, run.error)
 
 
 # --------------------------------------------------------------------------- the book and the report

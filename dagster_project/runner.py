@@ -114,6 +114,12 @@ def _execute(job_name: str, partition_key: str | None, resources: dict | None, i
         raise_on_error=False,
         tags=tags,
     )
+    return outcome_of(result)
+
+
+def outcome_of(result) -> RunOutcome:
+    """An in-process run's result as the CLI reports it: failed checks by asset, and the root cause of each failed
+    step."""
     failed_checks = [f"{e.asset_key.to_user_string()}: {e.check_name}"
                      for e in result.get_asset_check_evaluations() if not e.passed]
     error = None
