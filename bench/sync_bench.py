@@ -64,13 +64,13 @@ def phase_changes(args) -> dict:
     from resources.platform_activity import simulate_activity
 
     book = HERE / "out" / f"book-{args.policies}-{args.seed}"
-    delta = HERE / "out" / f"book-{args.policies}-{args.seed}-sync-day-2"
+    delta = HERE / "out" / f"book-{args.policies}-{args.seed}-sync-day-{args.day}"
     started = time.perf_counter()
-    summary = write_delta(book, delta, day=2, seed=args.seed, change_rate=args.change_rate)
+    summary = write_delta(book, delta, day=args.day, seed=args.seed, change_rate=args.change_rate)
     generated = time.perf_counter() - started
     instance = dg.DagsterInstance.ephemeral()
     for source in ("mainframe_life", "pc_csv"):
-        outcome = ingest(delta / source, source, "sync-bench-day-2", dagster_instance=instance)
+        outcome = ingest(delta / source, source, f"sync-bench-day-{args.day}", dagster_instance=instance)
         if not outcome.success:
             raise SystemExit(f"ingest of {source} failed: {outcome.error}")
     routed = route(dagster_instance=instance)
@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=1_000_000, help="the bench book's size")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--change-rate", type=float, default=0.08, help="share of the book the legacy delta changes")
+    parser.add_argument("--day", type=int, default=2, help="the delta's day (a new day for each run on one database)")
     parser.add_argument("--activity", type=int, default=60_000, help="platform policies the platform's users change")
     parser.add_argument("--phase", choices=PHASES)
     parser.add_argument("--only", nargs="*", choices=PHASES, default=list(PHASES))
@@ -148,7 +149,7 @@ def main() -> None:
     for name in args.only:
         print(f"… {name}", file=sys.stderr, flush=True)
         proc = subprocess.run([sys.executable, __file__, "--phase", name, "--policies", str(args.policies),
-                               "--seed", str(args.seed), "--change-rate", str(args.change_rate),
+                               "--seed", str(args.seed), "--change-rate", str(args.change_rate), "--day", str(args.day),
                                "--activity", str(args.activity)], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-5000:])

@@ -3,8 +3,8 @@
 `sync.baseline` holds, for each policy on the new platform, the content hash of each side when both
 last agreed: legacy's (`canonical.current`, per-policy hash over its canonical rows) and the
 platform's (per-policy hash over its rows in the new platform's tables, the same text the wave's
-reconciliation compares). A wave's load writes it; each night of sync moves it. A side whose hash
-moved since changed the policy. One night (`sync-<date>`):
+reconciliation compares). A wave's reconciliation writes it when it proves the load; each night
+of sync moves it. A side whose hash moved since changed the policy. One night (`sync-<date>`):
 
 1. `detect`: find the changed policies, decide each (`routing.sync.decide`: the registry's system
    of record, the bridge, the line's conflict rule), record every decision and conflict in
@@ -210,19 +210,21 @@ class SyncStore:
             # decisions that write nothing are settled now: both sides' versions become the agreed state
             _scope_of(cur, "SELECT policy_id FROM sync.decisions WHERE night = %(n)s AND action IN "
                            "('accept_platform', 'keep_platform') AND applied_at IS NULL AND undone_at IS NULL", params)
-            found.settled = self._settle(cur, night, wal_id, now)
+            found.settled = self._settle(cur, night, wal_id, now,  # nothing was written since the hashes above
+                                         sql.SQL("SELECT policy_id AS pn, hash AS h FROM platform_now"))
         return found
 
-    def _settle(self, cur, night: date, wal_id: int, now: datetime) -> int:
+    def _settle(self, cur, night: date, wal_id: int, now: datetime, platform: sql.Composable | None = None) -> int:
         """Move the baseline of the `scope` policies to both sides' current hashes (saving it first) and mark their
-        decisions of the night applied."""
+        decisions of the night applied. `platform`: SQL (pn, h) of the platform's hashes if already known."""
         cur.execute("INSERT INTO sync.baseline_saved SELECT %s, b.* FROM sync.baseline b JOIN scope USING (policy_id) "
                     "ON CONFLICT DO NOTHING", (wal_id,))
         cur.execute(sql.SQL(
             "UPDATE sync.baseline b SET legacy_hash = k.content_hash, platform_hash = coalesce(a.h, 'absent'), "
             "agreed_at = {now}, night = {n}, wal_id = {wal} FROM scope s JOIN canonical.current k USING (policy_id) "
             "LEFT JOIN ({a}) a ON a.pn = s.policy_id WHERE b.policy_id = s.policy_id").format(
-            now=sql.Literal(now), n=sql.Literal(night), wal=sql.Literal(wal_id), a=platform_hashes(self.mapping)))
+            now=sql.Literal(now), n=sql.Literal(night), wal=sql.Literal(wal_id),
+            a=platform or platform_hashes(self.mapping)))
         cur.execute("UPDATE sync.decisions d SET applied_at = %s, applied_wal = %s FROM scope s "
                     "WHERE d.policy_id = s.policy_id AND d.night = %s AND d.applied_at IS NULL AND d.undone_at IS NULL",
                     (now, wal_id, night))
@@ -363,10 +365,14 @@ class SyncStore:
                                      ids or [], failing=open_))
             _scope_of(cur, "SELECT policy_id FROM sync.decisions WHERE night = %(n)s AND undone_at IS NULL "
                            "AND action <> 'queue'", params)
+            # legacy's version, mapped, only where the night sent it to the platform
+            cur.execute("CREATE TEMP TABLE sent ON COMMIT DROP AS SELECT DISTINCT policy_id FROM sync.decisions "
+                        "WHERE night = %(n)s AND undone_at IS NULL AND action = 'to_platform'", params)
+            cur.execute("ANALYZE sent")
             cur.execute(sql.SQL(
                 "CREATE TEMP TABLE night_hash ON COMMIT DROP AS SELECT s.policy_id, a.h AS platform, e.h AS image "
                 "FROM scope s LEFT JOIN ({}) a ON a.pn = s.policy_id LEFT JOIN ({}) e ON e.pn = s.policy_id").format(
-                platform_hashes(self.mapping), image_hashes(self.mapping)))
+                platform_hashes(self.mapping), image_hashes(self.mapping, "sent")))
             cur.execute("""
                 SELECT count(*),
                        count(*) FILTER (WHERE b.legacy_hash IS DISTINCT FROM k.content_hash
@@ -382,8 +388,7 @@ class SyncStore:
             cur.execute("""
                 SELECT count(*), count(*) FILTER (WHERE h.platform IS DISTINCT FROM h.image),
                        (array_agg(h.policy_id ORDER BY h.policy_id) FILTER (WHERE h.platform IS DISTINCT FROM h.image))[1:%(k)s]
-                FROM night_hash h WHERE EXISTS (SELECT 1 FROM sync.decisions d WHERE d.policy_id = h.policy_id
-                    AND d.night = %(n)s AND d.undone_at IS NULL AND d.action = 'to_platform')""", params)
+                FROM night_hash h JOIN sent USING (policy_id)""", params)
             n, bad, ids = cur.fetchone()
             checks.append(ReconCheck("sync", "legacy_version_on_platform", bad == 0,
                                      {"policies": n, "differing": bad}, ids or [], failing=bad))

@@ -86,17 +86,17 @@ def platform_rows(t, wave_id: str | None = None) -> sql.Composable:
         sql.SQL(" WHERE x.wave_id = {}").format(sql.Literal(wave_id)) if wave_id else sql.SQL(""))
 
 
-def image_rows(t) -> sql.Composable:
-    """SQL (pn, r, columns...): the rows the mapping makes of the book's current version of the `scope` policies:
-    what the new platform holds when it agrees with legacy (the same text as `platform_rows`)."""
+def image_rows(t, scope: str = "scope") -> sql.Composable:
+    """SQL (pn, r, columns...): the rows the mapping makes of the book's current version of the policies of temp
+    table `scope`: what the new platform holds when it agrees with legacy (the same text as `platform_rows`)."""
     parts = []
     for source in t.sources:
         exprs = expected_select(t, source, "c")
-        parts.append(sql.SQL("SELECT c.policy_id AS pn, ROW({})::text AS r, {} FROM canonical.{} c JOIN scope "
+        parts.append(sql.SQL("SELECT c.policy_id AS pn, ROW({})::text AS r, {} FROM canonical.{} c JOIN {} "
                              "USING (policy_id) WHERE {}").format(
             sql.SQL(", ".join(exprs)),
             sql.SQL(", ").join(sql.SQL(e + " AS {}").format(sql.Identifier(c)) for e, c in zip(exprs, t.columns)),
-            sql.Identifier(source.table), in_book("c")))
+            sql.Identifier(source.table), sql.Identifier(scope), in_book("c")))
     return sql.SQL(" UNION ALL ").join(parts)
 
 
@@ -105,18 +105,19 @@ def platform_hashes(mapping: TargetMapping, wave_id: str | None = None) -> sql.C
     return per_policy_hash({t.name: platform_rows(t, wave_id) for t in mapping.tables.values()})
 
 
-def platform_written_at(mapping: TargetMapping) -> sql.Composable:
-    """SQL (pn, at): when the platform last wrote a row of each `scope` policy (its rows' `loaded_at`: set by a
-    wave, the sync, or the platform's own writes)."""
+def platform_written_at(mapping: TargetMapping, scope: str = "scope") -> sql.Composable:
+    """SQL (pn, at): when the platform last wrote a row of each policy of temp table `scope` (its rows' `loaded_at`:
+    set by a wave, the sync, or the platform's own writes)."""
     return sql.SQL("SELECT pn, max(at) AS at FROM ({}) w GROUP BY pn").format(sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT x.policy_number AS pn, max(x.loaded_at) AS at FROM new_platform.{} x JOIN scope "
-                "ON scope.policy_id = x.policy_number GROUP BY 1").format(sql.Identifier(t))
+        sql.SQL("SELECT x.policy_number AS pn, max(x.loaded_at) AS at FROM new_platform.{} x JOIN {} s "
+                "ON s.policy_id = x.policy_number GROUP BY 1").format(sql.Identifier(t), sql.Identifier(scope))
         for t in mapping.tables))
 
 
-def image_hashes(mapping: TargetMapping) -> sql.Composable:
-    """SQL (pn, h): each `scope` policy's content hash as the mapping makes it of the book (legacy's version)."""
-    return per_policy_hash({t.name: sql.SQL("SELECT pn, r FROM ({}) i").format(image_rows(t))
+def image_hashes(mapping: TargetMapping, scope: str = "scope") -> sql.Composable:
+    """SQL (pn, h): each policy's content hash as the mapping makes it of the book (legacy's version), for the
+    policies of temp table `scope`."""
+    return per_policy_hash({t.name: sql.SQL("SELECT pn, r FROM ({}) i").format(image_rows(t, scope))
                             for t in mapping.tables.values()})
 
 
@@ -228,8 +229,7 @@ class TargetStore:
     # -- new platform ---------------------------------------------------------------------
     def load_new_platform(self, wave_id: str, wal_id: int, *, actor: str, on_block=None,
                           block: int = BLOCK) -> LoadResult:
-        """COPY the wave's policies into staging tables, block by block, then upsert each table; move the registry;
-        record what both sides now agree on (the sync's baseline)."""
+        """COPY the wave's policies into staging tables, block by block, then upsert each table; move the registry."""
         result = LoadResult()
         now = datetime.now(timezone.utc)
         with psycopg_cursor(self.engine) as cur:
@@ -245,21 +245,9 @@ class TargetStore:
             self.upsert_new_platform(cur, result, wave_id)
             upserted = time.perf_counter()
             result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["new_platform"], "new_platform", now, actor)
-            registry = time.perf_counter()
-            cur.execute(sql.SQL(
-                "INSERT INTO sync.baseline AS b (policy_id, wave_id, legacy_hash, platform_hash, agreed_at, wal_id) "
-                "SELECT s.policy_id, {w}, k.content_hash, a.h, {now}, {wal} FROM scope s "
-                "JOIN canonical.current k USING (policy_id) JOIN ({a}) a ON a.pn = s.policy_id "
-                "ON CONFLICT (policy_id) DO UPDATE SET (wave_id, legacy_hash, platform_hash, agreed_at, night, wal_id) = "
-                "(EXCLUDED.wave_id, EXCLUDED.legacy_hash, EXCLUDED.platform_hash, EXCLUDED.agreed_at, NULL, "
-                "EXCLUDED.wal_id) WHERE (b.wave_id, b.legacy_hash, b.platform_hash) IS DISTINCT FROM "
-                "(EXCLUDED.wave_id, EXCLUDED.legacy_hash, EXCLUDED.platform_hash)").format(
-                w=sql.Literal(wave_id), now=sql.Literal(now), wal=sql.Literal(wal_id),
-                a=platform_hashes(self.mapping, wave_id)))
             result.detail.update({"seconds_staging": round(staged - started, 1),
                                   "seconds_upsert": round(upserted - staged, 1),
-                                  "seconds_registry": round(registry - upserted, 1),
-                                  "seconds_baseline": round(time.perf_counter() - registry, 1)})
+                                  "seconds_registry": round(time.perf_counter() - upserted, 1)})
             cur.execute("UPDATE targets.dq_queue q SET released_at = %s, released_by_wave = %s FROM scope "
                         "WHERE q.policy_id = scope.policy_id AND q.released_at IS NULL AND q.wave_id <> %s",
                         (now, wave_id, wave_id))
@@ -563,14 +551,7 @@ class TargetStore:
         # settle and reconcile (`SyncStore.check`), not differences of this load
         cur.execute(sql.SQL("CREATE TEMP TABLE actual_hash ON COMMIT DROP AS {}").format(
             platform_hashes(self.mapping, wave_id)))
-        # (a platform change counts only if the platform wrote the policy since: a row that changed without being
-        # written, like a cent lost, is a difference)
-        cur.execute(sql.SQL(
-            "DELETE FROM scope s USING sync.baseline b JOIN canonical.current k USING (policy_id) "
-            "LEFT JOIN actual_hash a ON a.pn = b.policy_id LEFT JOIN ({}) w ON w.pn = b.policy_id "
-            "WHERE b.policy_id = s.policy_id AND (b.night IS NOT NULL OR b.legacy_hash <> k.content_hash "
-            "OR (b.platform_hash IS DISTINCT FROM a.h AND w.at > b.agreed_at))").format(platform_written_at(self.mapping)))
-        handed_to_sync = cur.rowcount
+        handed_to_sync = self._hand_to_sync(cur, wave_id)
         cur.execute("SELECT count(*) FROM scope")
         policies = cur.fetchone()[0]
         cur.execute("ANALYZE scope")
@@ -606,7 +587,42 @@ class TargetStore:
         checks.append(ReconCheck("new_platform", "content_hash", differing == 0,
                                  {"policies_compared": compared, "policies_differing": differing,
                                   "handed_to_sync": handed_to_sync}, ids or [], failing=differing))
+        if all(c.passed for c in checks):
+            self._agree(cur, wave_id)
         return checks
+
+    @staticmethod
+    def _hand_to_sync(cur, wave_id: str) -> int:
+        """Take out of `scope` the policies either side changed since they last agreed (the sync's baseline): the
+        nightly sync settles and proves those. A platform change counts only if the platform wrote the policy since;
+        a row that changed without being written, like a cent lost, stays a difference of this load."""
+        cur.execute("SELECT EXISTS (SELECT 1 FROM sync.baseline WHERE wave_id = %s)", (wave_id,))
+        if not cur.fetchone()[0]:  # the wave's first reconciliation: nothing agreed yet, nothing to hand over
+            return 0
+        cur.execute("DELETE FROM scope s USING sync.baseline b JOIN canonical.current k USING (policy_id) "
+                    "WHERE b.policy_id = s.policy_id AND (b.night IS NOT NULL OR b.legacy_hash <> k.content_hash)")
+        handed = cur.rowcount
+        cur.execute("CREATE TEMP TABLE moved ON COMMIT DROP AS SELECT s.policy_id FROM scope s JOIN sync.baseline b "
+                    "USING (policy_id) LEFT JOIN actual_hash a ON a.pn = s.policy_id "
+                    "WHERE b.platform_hash IS DISTINCT FROM a.h")
+        cur.execute(sql.SQL("DELETE FROM scope s USING sync.baseline b, ({}) w WHERE b.policy_id = s.policy_id "
+                            "AND w.pn = s.policy_id AND w.at > b.agreed_at").format(
+            platform_written_at(load_target_mapping(), "moved")))
+        return handed + cur.rowcount
+
+    @staticmethod
+    def _agree(cur, wave_id: str) -> None:
+        """Record what reconciliation just proved the two sides agree on, for the `scope` policies: the sync's
+        baseline (legacy's and the platform's hash), under the WAL entry of the wave's load."""
+        cur.execute(
+            "INSERT INTO sync.baseline AS b (policy_id, wave_id, legacy_hash, platform_hash, agreed_at, wal_id) "
+            "SELECT s.policy_id, %(w)s, k.content_hash, a.h, now(), x.wal_id FROM scope s "
+            "JOIN canonical.current k USING (policy_id) JOIN actual_hash a ON a.pn = s.policy_id "
+            "JOIN new_platform.policy x ON x.policy_number = s.policy_id "
+            "ON CONFLICT (policy_id) DO UPDATE SET (wave_id, legacy_hash, platform_hash, agreed_at, wal_id) = "
+            "(EXCLUDED.wave_id, EXCLUDED.legacy_hash, EXCLUDED.platform_hash, EXCLUDED.agreed_at, EXCLUDED.wal_id) "
+            "WHERE b.night IS NULL AND (b.wave_id, b.legacy_hash, b.platform_hash) IS DISTINCT FROM "
+            "(EXCLUDED.wave_id, EXCLUDED.legacy_hash, EXCLUDED.platform_hash)", {"w": wave_id})
 
     def _reconcile_listed(self, cur, wave_id: str, target: str, examples: int) -> "ReconCheck":
         table = {"dq_queue": "targets.dq_queue", "coexistence_bridge": "targets.coexistence_bridge"}[target]
