@@ -48,7 +48,7 @@ def night_to_sync(scheduled: datetime, rules: SyncRules) -> date:
 
 
 def _store(targets: TargetsResource, rules: SyncRules) -> SyncStore:
-    return SyncStore(targets.store().engine, targets.store(), rules)
+    return SyncStore(targets.store(), rules)
 
 
 def build_sync_assets(rules: SyncRules):

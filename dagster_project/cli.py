@@ -1148,7 +1148,7 @@ def _sync_store():
         rules = load_sync_rules()
     except SyncRulesError as error:
         fail(str(error))
-    return SyncStore(targets.engine, targets, rules)
+    return SyncStore(targets, rules)
 
 
 @sync_app.command("run")

@@ -32,7 +32,7 @@ LIVE = ("committed", "failed", "pending")  # a failed or dead attempt may sit on
 
 
 def _sync_store(targets: TargetsResource) -> SyncStore:
-    return SyncStore(targets.store().engine, targets.store(), load_sync_rules())
+    return SyncStore(targets.store(), load_sync_rules())
 
 
 class RollbackConfig(dg.Config):

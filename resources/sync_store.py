@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from canonical.tables import MONEY, V1_TABLES
 from legacy import outbound
@@ -77,8 +77,8 @@ class Detected:
 
 
 class SyncStore:
-    def __init__(self, engine: Engine, targets: TargetStore, rules: SyncRules):
-        self.engine = engine
+    def __init__(self, targets: TargetStore, rules: SyncRules):
+        self.engine = targets.engine
         self.targets = targets
         self.mapping = targets.mapping
         self.rules = rules
