@@ -317,7 +317,8 @@ def demo(
     sync_ok = _demo_night(book, f"book-{policies}-{seed}", seed, max(100, policies // 200))
     report = resources["wal"].store().verify()
     state = "[green]intact[/]" if report.ok else f"[red]ALTERED[/]: {report.problems[0]}"
-    out.print(f"WAL: every change above (files staged, tables mapped, book routed, waves loaded and undone) was a "
+    out.print(f"WAL: every change above (files staged, tables mapped, book routed, waves loaded and undone, the night "
+              f"synced) was a "
               f"committed intent first; {report.intents:,} intents, {report.entries:,} entries in {report.chains} hash chains, "
               f"{state}. Try `data-mash wal replay --namespace compensation`, `data-mash wave report <wave>` or "
               f"`data-mash where <policy id>`.")
@@ -339,7 +340,13 @@ def _demo_night(book: Path, drop: str, seed: int, activity: int) -> bool:
     if not (delta_dir / "delta.json").exists():
         write_delta(book, delta_dir, day=2, seed=seed)
     outcomes = [_ingest(delta_dir / name, name, f"{drop}-day-2") for name in ("mainframe_life", "pc_csv")]
-    _print_ingest(outcomes)
+    for o in outcomes:  # the tables above say what each column means; one line per source here
+        read = sum(f.records_read for f in o.files)
+        staged = sum(f.records_parsed for f in o.files)
+        held = sum(t.records_quarantined for t in o.canonical)
+        out.print(f"legacy delta {o.drop_id} from {o.source}: {read:,} records read = {staged:,} staged + "
+                  f"{read - staged:,} quarantined; mapping quarantined {held:,} with a reason; Dagster run "
+                  f"{o.run_id} " + ("[green]succeeded[/]" if o.success else f"[red]FAILED[/]: {o.error}"), highlight=False)
     with console.status("Applying the delta to the book and routing through Dagster…"):
         routed = run_route()
     engine = resources_for_environment(resolved=True)["database"].engine()
@@ -1201,6 +1208,10 @@ def _print_sync_report(report: dict) -> None:
                      ("queued for manual review (DQ queue)", report["queued_for_manual_review"])):
         table.add_row(label, f"{n:,}")
     out.print(table)
+    applied = report["applied"]
+    out.print(f"  each changed policy got one action: {applied['to_new_platform']:,} + {applied['written_back_to_legacy']:,}"
+              f" + {applied['accepted_on_platform']:,} + {applied['legacy_change_kept_out']:,} + "
+              f"{report['queued_for_manual_review']:,} queued = {report['changed_policies']:,}", highlight=False)
     for rule, actions in sorted(report["conflicts"].items()):
         out.print(f"  conflicts settled by {rule}: " + ", ".join(f"{n:,} {a}" for a, n in sorted(actions.items())),
                   highlight=False)
