@@ -1267,15 +1267,52 @@ def sync_conflicts(
     store = _sync_store()
     rows = store.decisions(_night_or_fail(night) if night else None, policy_id=policy, conflicts_only=policy is None,
                            limit=limit)
-    table = Table(title="Sync decisions" if policy else "Sync conflicts")
-    for col in ("night", "policy", "line", "rule", "action", "why", "state"):
+    table = Table(title=("Sync decisions" if policy else "Sync conflicts") + " (why, in full: --policy P)")
+    for col in ("night", "policy", "line", "owner", "changed on", "rule", "action", "state"):
         table.add_column(col)
     for d in rows:
         state = ("undone: " + (d["resolution"] or "")) if d["undone_at"] else (
-            "applied" if d["applied_at"] and d["action"] != "queue" else "queued" if d["applied_at"] else "pending")
-        table.add_row(str(d["night"]), d["policy_id"], d["line_of_business"] or "", d["rule"] or "-", d["action"],
-                      d["why"], state)
+            "applied" if d["applied_at"] and d["action"] != "queue" else
+            ("settled: " + d["resolution"].split(":")[0]) if d["resolution"] else
+            "queued" if d["applied_at"] else "pending")
+        owner = "migrated" if d["system_of_record"] == "new_platform" and not d["bridge"] else "bridge"
+        sides = "both" if d["legacy_changed"] and d["platform_changed"] else (
+            "legacy" if d["legacy_changed"] else "platform")
+        table.add_row(str(d["night"]), d["policy_id"], d["line_of_business"] or "", owner, sides, d["rule"] or "-",
+                      d["action"], state)
     out.print(table)
+    if policy:
+        for d in rows:
+            out.print(f"  decision {d['id']} ({d['night']}): {d['why']}"
+                      + (f"; {d['resolution']}" if d["resolution"] else ""), highlight=False)
+
+
+@sync_app.command("resolve")
+def sync_resolve(
+    policy: str = typer.Argument(..., help="A policy with a manual conflict in the DQ queue."),
+    keep: str = typer.Option(..., "--keep", help="legacy or new_platform: whose version stands."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept on the decision and in the WAL)."),
+    by: str = typer.Option(os.environ.get("USER", "operator"), "--by"),
+) -> None:
+    """Settle a manual conflict: keep legacy's version or the new platform's. The queue entry is released and the
+    next night of sync carries the choice out (run `data-mash sync run` to do it now)."""
+    from dagster_project.environment import resources_for_environment
+
+    if keep not in ("legacy", "new_platform"):
+        fail(f"--keep: {keep!r} is neither legacy nor new_platform")
+    store = _sync_store()
+    wal = resources_for_environment(resolved=True)["wal"].store()
+    intent = wal.begin(namespace="sync", operation="resolve_conflict", target="sync.decisions",
+                       key=f"sync:resolve:{policy}:{time.time_ns()}",
+                       payload={"policy": policy, "keep": keep, "reason": reason, "by": by})
+    try:
+        done = store.resolve(policy, keep, actor=by, reason=reason, wal_id=intent.id)
+    except (LookupError, ValueError) as error:
+        wal.fail(intent, f"{type(error).__name__}: {error}")
+        fail(str(error), 1)
+    wal.commit(intent, done)
+    out.print(f"policy {policy}: conflict of the night of {done['night']} (decision {done['decision']}) settled: keep "
+              f"{keep}; released from the DQ queue. The next night of sync carries it out.", highlight=False)
 
 
 @sync_app.command("rollback")

@@ -619,7 +619,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 wal_id           bigint      NOT NULL
             )
             """,
-            "CREATE UNIQUE INDEX decisions_once ON sync.decisions (night, policy_id, legacy_to, platform_to) "
+            "CREATE UNIQUE INDEX decisions_once ON sync.decisions (night, policy_id, legacy_to, platform_to, action) "
             "WHERE undone_at IS NULL",
             "CREATE INDEX decisions_by_policy ON sync.decisions (policy_id, id)",
             """

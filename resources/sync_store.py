@@ -190,6 +190,15 @@ class SyncStore:
                         "legacy_at timestamp, platform_at timestamp, legacy_changed boolean, platform_changed boolean, "
                         "conflict boolean, rule text, action text, why text) ON COMMIT DROP")
             copy_arrow(cur, "pg_temp", "decided", rows)
+            # a manual conflict someone settled (`resolve`), both sides as they were then: carry out their choice
+            cur.execute("""
+                UPDATE decided d SET action = CASE WHEN r.resolution LIKE 'keep legacy%%' THEN 'to_platform'
+                                                   WHEN d.system_of_record = 'new_platform' AND NOT d.bridge
+                                                   THEN 'keep_platform' ELSE 'to_legacy' END,
+                                     why = d.why || '; settled by hand on decision ' || r.id || ': ' || r.resolution
+                FROM sync.decisions r WHERE r.policy_id = d.policy_id AND r.action = 'queue' AND r.undone_at IS NULL
+                  AND r.resolved_at IS NOT NULL AND r.resolution LIKE 'keep %%' AND r.legacy_to = d.legacy_to
+                  AND r.platform_to = d.platform_to""")
             # a newer change replaces a decision not carried out yet, or a manual conflict still waiting
             cur.execute("UPDATE sync.decisions d SET undone_at = %(now)s, resolution = 'superseded by a newer change' "
                         "FROM decided n WHERE d.policy_id = n.policy_id AND d.undone_at IS NULL AND d.night <> %(n)s "
@@ -202,7 +211,8 @@ class SyncStore:
                 SELECT %(n)s, policy_id, line_of_business, system_of_record, bridge, legacy_changed, platform_changed,
                        conflict, rule, action, why, legacy_from, legacy_to, platform_from, platform_to,
                        legacy_at AT TIME ZONE 'UTC', platform_at AT TIME ZONE 'UTC', %(now)s, %(wal)s FROM decided
-                ON CONFLICT (night, policy_id, legacy_to, platform_to) WHERE undone_at IS NULL DO NOTHING""", params)
+                ON CONFLICT (night, policy_id, legacy_to, platform_to, action) WHERE undone_at IS NULL DO NOTHING""",
+                        params)
             cur.execute("SELECT action, count(*), count(*) FILTER (WHERE conflict) FROM decided GROUP BY 1")
             for action, n, conflicts in cur.fetchall():
                 found.decided[action] = n
@@ -348,6 +358,27 @@ class SyncStore:
                         "WHERE d.policy_id = s.policy_id AND d.night = %(n)s AND d.action = 'queue' "
                         "AND d.applied_at IS NULL AND d.undone_at IS NULL", params)
         return result
+
+    def resolve(self, policy_id: str, keep: str, *, actor: str, reason: str, wal_id: int) -> dict:
+        """Settle a queued manual conflict by hand: keep `legacy`'s version or the `new_platform`'s. The choice is
+        recorded on the decision, the queue entry released, and the next night carries it out (legacy's version
+        onto the platform, or the platform's kept, and written back where legacy services the policy)."""
+        if keep not in ("legacy", "new_platform"):
+            raise ValueError(f"keep must be legacy or new_platform, not {keep!r}")
+        now = datetime.now(timezone.utc)
+        with psycopg_cursor(self.engine) as cur:
+            cur.execute("SELECT id, night FROM sync.decisions WHERE policy_id = %s AND action = 'queue' "
+                        "AND applied_at IS NOT NULL AND resolved_at IS NULL AND undone_at IS NULL ORDER BY id DESC",
+                        (policy_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise LookupError(f"policy {policy_id} has no manual conflict waiting in the DQ queue")
+            decision, night = row
+            cur.execute("UPDATE sync.decisions SET resolved_at = %s, resolution = %s WHERE id = %s",
+                        (now, f"keep {keep}: {reason} (by {actor}, WAL entry {wal_id})", decision))
+            cur.execute("UPDATE targets.dq_queue SET released_at = %s, released_by_wave = %s WHERE policy_id = %s "
+                        "AND wave_id = %s AND released_at IS NULL", (now, "resolved by hand", policy_id, sync_id(night)))
+        return {"decision": decision, "night": night.isoformat(), "keep": keep}
 
     # -- proof and report -------------------------------------------------------------------
     def check(self, night: date, examples: int = 5) -> list[ReconCheck]:

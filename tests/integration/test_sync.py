@@ -68,6 +68,13 @@ def _platform_hashes(engine) -> dict[str, str]:
                                       "GROUP BY pn")).all())
 
 
+def _sync_store(resources):
+    from resources.sync_store import SyncStore
+    from routing.sync import load_sync_rules
+
+    return SyncStore(resources["targets"].store(), load_sync_rules())
+
+
 def _snapshot(engine, home) -> dict:
     """Everything a night of sync may write."""
     with engine.connect() as conn:
@@ -213,6 +220,29 @@ def test_each_conflict_rule_settles_a_policy_both_sides_changed(
             assert "both versions" in queue[policy].reasons and str(got[policy].id) in queue[policy].reasons
         else:
             assert policy not in queue
+    if rule != "manual":
+        return
+
+    # queued conflicts wait, night after night, until someone settles them; then the sync carries the choice out
+    assert sync_night(NIGHT + timedelta(days=1), resources=resources, dagster_instance=instance).success
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM sync.decisions WHERE night > :n"), {"n": NIGHT}).scalar_one() == 0
+    store = _sync_store(resources)
+    store.resolve(migrated, "legacy", actor="tester", reason="legacy had the signed endorsement", wal_id=1)
+    store.resolve(bridge, "new_platform", actor="tester", reason="the platform's correction stands", wal_id=1)
+    with pytest.raises(LookupError):
+        store.resolve(bridge, "legacy", actor="tester", reason="twice", wal_id=1)
+    assert sync_night(NIGHT, resources=resources, dagster_instance=instance).success  # the same night, again
+    with engine.connect() as conn:
+        settled = dict(conn.execute(text(
+            "SELECT policy_id, action FROM sync.decisions WHERE night = :n AND policy_id IN (:a, :b) "
+            "AND action <> 'queue'"), {"n": NIGHT, "a": migrated, "b": bridge}).all())
+        released = conn.execute(text("SELECT count(*) FROM targets.dq_queue WHERE wave_id = :s AND released_at IS NULL "
+                                     "AND policy_id IN (:a, :b)"), {"s": sync_id(NIGHT), "a": migrated, "b": bridge}
+                                ).scalar_one()
+    assert settled == {migrated: "to_platform", bridge: "to_legacy"} and released == 0
+    after = _platform_hashes(engine)
+    assert after[migrated] != hashes[migrated] and after[bridge] == hashes[bridge]
 
 
 def test_a_night_that_fails_is_rolled_back_and_a_completed_one_can_be(day_1, resources, engine, instance, home,
