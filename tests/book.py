@@ -31,3 +31,21 @@ def expected_quarantine(book: Path, source: str) -> set[tuple[str, int, str]]:
         for d in manifest(book)["defects"]
         if d["source"] == source and d["stage"] == "intake"
     }
+
+
+NO_GATES = {"completeness": 0.0, "mean_dq_score": 0.0, "min_dq_score": 0.0, "mapping_confidence": 0.0}
+
+
+def run_one_wave(engine, resources, instance, *, target: str = "new_platform", criteria=True, name: str = "test wave"):
+    """Plan one wave (no gate thresholds), approve it and run it through Dagster; its id and the run's outcome."""
+    from datetime import datetime, timezone
+
+    from dagster_project.runner import run_wave
+    from resources.wave_store import WaveStore
+    from routing.waves import WaveSpec
+
+    waves = WaveStore(engine)
+    _, (wave,) = waves.save_plan(name, [WaveSpec(0, name, target, criteria, 10_000, datetime.now(timezone.utc),
+                                                 dict(NO_GATES))], "tester")
+    waves.set_status(wave, "approved", allowed_from=("draft",), approved_by="tester")
+    return wave, run_wave(wave, resources=resources, dagster_instance=instance)

@@ -5,7 +5,7 @@ from sqlalchemy import text
 from dagster_project.runner import ingest, route
 from legacy.delta import write_delta
 from resources.book_store import BookStore
-from tests.book import sample_book
+from tests.book import run_one_wave, sample_book
 
 
 def _quarantined(engine, drop_id: str) -> set[str]:
@@ -52,18 +52,8 @@ def test_a_day_2_delta_changes_exactly_the_policies_it_holds_and_the_book_keeps_
 
 
 def test_changes_to_policies_a_wave_already_moved_are_told_apart(routed_book, resources, engine, instance, tmp_path):
-    from datetime import datetime, timezone
-
-    from dagster_project.runner import run_wave
-    from resources.wave_store import WaveStore
-    from routing.waves import WaveSpec
-
-    waves = WaveStore(engine)
-    gates = {"completeness": 0.0, "mean_dq_score": 0.0, "min_dq_score": 0.0, "mapping_confidence": 0.0}
-    _, (wave,) = waves.save_plan("day 1", [WaveSpec(0, "all new-platform", "new_platform", True, 10_000,
-                                                    datetime.now(timezone.utc), gates)], "tester")
-    waves.set_status(wave, "approved", allowed_from=("draft",), approved_by="tester")
-    assert run_wave(wave, resources=resources, dagster_instance=instance).success
+    wave, run = run_one_wave(engine, resources, instance, name="all new-platform")
+    assert run.success
     with engine.connect() as conn:
         moved = set(conn.execute(text("SELECT policy_id FROM waves.candidates WHERE wave_id = :w"), {"w": wave}).scalars())
         before = conn.execute(text("SELECT count(*), sum(annual_premium) FROM new_platform.rating")).one()

@@ -21,7 +21,7 @@ from legacy.delta import write_delta
 from legacy.sources import load_source, output_columns
 from resources.canonical_store import CanonicalStore
 from resources.mapping_store import MappingStore, active_mapping, installed_mappings_dir
-from tests.book import sample_book
+from tests.book import run_one_wave, sample_book
 
 SINCE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
@@ -219,18 +219,11 @@ def test_cli_reprocess_reports_migrated_policies_as_sync_changes(pc_book, resour
     from typer.testing import CliRunner
 
     from dagster_project.cli import app
-    from dagster_project.runner import run_wave
-    from resources.wave_store import WaveStore
-    from routing.waves import WaveSpec
 
     monkeypatch.setenv("DATA_MASH_DATABASE_URL", database_url)
     monkeypatch.setenv("COLUMNS", "200")
-    waves = WaveStore(engine)
-    gates = {"completeness": 0.0, "mean_dq_score": 0.0, "min_dq_score": 0.0, "mapping_confidence": 0.0}
-    _, (wave,) = waves.save_plan("day 2", [WaveSpec(0, "all new-platform", "new_platform", True, 10_000,
-                                                    datetime.now(timezone.utc), gates)], "tester")
-    waves.set_status(wave, "approved", allowed_from=("draft",), approved_by="tester")
-    assert run_wave(wave, resources=resources, dagster_instance=instance).success
+    wave, run = run_one_wave(engine, resources, instance, name="all new-platform")
+    assert run.success
     with engine.connect() as conn:
         moved = set(conn.execute(text("SELECT policy_id FROM coexistence.registry "
                                       "WHERE system_of_record = 'new_platform'")).scalars())

@@ -6,34 +6,28 @@ queue). Day 2: a legacy delta changes policies, and business on the new platform
 conflict recorded and settled by its line's rule, and a second run must change nothing.
 """
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from dagster_project.runner import ingest, route, rollback_sync, run_wave, sync_night
+from dagster_project.runner import ingest, route, rollback_sync, sync_night
 from legacy import outbound
 from legacy.delta import write_delta
 from resources.platform_activity import simulate_activity
 from resources.sync_store import sync_id
-from resources.wave_store import WaveStore
-from routing.waves import ROUTED, WaveSpec
-from tests.book import sample_book
+from routing.waves import ROUTED
+from tests.book import run_one_wave, sample_book
 
 NIGHT = date(2026, 11, 21)
-NO_GATES = {"completeness": 0.0, "mean_dq_score": 0.0, "min_dq_score": 0.0, "mapping_confidence": 0.0}
 PLATFORM_TABLES = ("policy", "party", "coverage", "rating", "payment", "endorsement", "document", "claim_link")
 
 
 @pytest.fixture
 def day_1(routed_book, resources, engine, instance):
     """One routed wave over the whole day-1 book: every policy where routing sends it."""
-    waves = WaveStore(engine)
-    _, (wave,) = waves.save_plan("day 1", [WaveSpec(0, "whole book", ROUTED, True, 10_000,
-                                                    datetime.now(timezone.utc), NO_GATES)], "tester")
-    waves.set_status(wave, "approved", allowed_from=("draft",), approved_by="tester")
-    run = run_wave(wave, resources=resources, dagster_instance=instance)
+    wave, run = run_one_wave(engine, resources, instance, target=ROUTED, name="whole book")
     assert run.success, run.error
     return wave
 

@@ -15,6 +15,7 @@ from dagster_project.runner import reconcile_wave, rollback_wave, run_wave
 from legacy.outbound import read_policies
 from resources.wave_store import WaveStore
 from routing.waves import ROUTED, WaveSpec
+from tests.book import NO_GATES
 
 NEW_PLATFORM_TABLES = ("policy", "party", "coverage", "rating", "payment", "endorsement", "document", "claim_link")
 # what the targets and the registry hold: a withdrawn legacy batch file stays on record as withdrawn, and its
@@ -222,7 +223,7 @@ def test_a_queued_policy_re_enters_a_later_wave_once_remediated(waves, resources
     CoexistenceStore(engine).override(queued.policy_id, "new_platform", "remediated", "tester", None)
     _, (later,) = store.save_plan("remediated", [WaveSpec(0, "remediated", ROUTED, {
         "field": "policy_id", "operator": "equals", "value": queued.policy_id}, 10, datetime.now(timezone.utc),
-        {"completeness": 0.0, "mean_dq_score": 0.0, "min_dq_score": 0.0, "mapping_confidence": 0.0})], "tester")
+        dict(NO_GATES))], "tester")
     store.set_status(later, "approved", allowed_from=("draft",), approved_by="tester")
     run = run_wave(later, resources=resources, dagster_instance=instance)
     with engine.connect() as conn:
