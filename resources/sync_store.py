@@ -299,9 +299,9 @@ class SyncStore:
     def _platform_batch_rows(self, cur) -> tuple[pa.Table, pa.Table]:
         """The `scope` policies as the legacy batch carries them, from the platform's rows (codes translated back),
         with their coverage count and total limit, in policy id order."""
-        exprs = []
+        exprs, columns = [], self._platform_columns()
         for column in outbound.POLICY_COLUMNS:
-            table, name, codes = self._platform_columns()[column]
+            table, name, codes = columns[column]
             ref = sql.SQL("{}.{}").format(sql.Identifier(table), sql.Identifier(name))
             if codes:
                 ref = sql.SQL("CASE {} {} END").format(ref, sql.SQL(" ").join(
