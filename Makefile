@@ -27,10 +27,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
-## The Dagster UI on this code location, on the same instance the CLI uses.
+## The Dagster UI (webserver, daemon, code server) on the instance the CLI uses; started once, kept running.
 ui: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/data-mash services start
 
 bench: $(STAMP)
 	$(BIN)/python bench/intake_bench.py --policies 1000000

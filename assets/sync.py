@@ -6,7 +6,7 @@
 - `sync/legacy_batch`: the platform's changes to policies legacy still services, as a POLOUT batch;
 - `sync/dq_queue`: manual conflicts, with both versions;
 - `sync/report`: proves the night (`SyncStore.check`) and stores its report; a failed proof fails
-  the night, and `sync_failure_sensor` rolls it back with `rollback_wave_job`.
+  the night and its run, and `compensation_sensor` rolls it back with `rollback_wave_job`.
 
 Each write is one WAL entry (namespace `sync`, wave `sync-<night>`). `nightly_sync_job` runs them,
 after applying new legacy drops to the book; `nightly_sync_schedule` launches it every night at the
@@ -150,7 +150,7 @@ def build_sync_assets(rules: SyncRules):
             store.set_status(night, status, reason, report)
             intent.result = {"status": status, "changed_policies": report["changed_policies"],
                              "failed_checks": [c.name for c in failed]}
-        if failed:  # the night is failed: sync_failure_sensor rolls it back
+        if failed:  # the night is failed, and so its run: compensation_sensor rolls it back
             raise dg.Failure(f"night {night} does not prove out: " + "; ".join(c.description for c in failed))
         return dg.MaterializeResult(metadata={
             "night": night.isoformat(), "changed_policies": report["changed_policies"],

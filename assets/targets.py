@@ -207,4 +207,4 @@ RECONCILE_JOB = "reconcile_wave_job"
 reconcile_wave_job = dg.define_asset_job(
     RECONCILE_JOB, selection=dg.AssetSelection.checks_for_assets(*TARGET_KEYS) | dg.AssetSelection.assets(REPORT),
     description="Reconcile a loaded wave again (a partition of `waves`) and rebuild its report, without loading "
-                "anything: for audits. A difference fails the wave and `wave_reconciliation_sensor` rolls it back.")
+                "anything: for audits. A difference fails the run and `compensation_sensor` rolls the wave back.")

@@ -68,12 +68,12 @@ def phase_changes(args) -> dict:
     started = time.perf_counter()
     summary = write_delta(book, delta, day=args.day, seed=args.seed, change_rate=args.change_rate)
     generated = time.perf_counter() - started
-    instance = dg.DagsterInstance.ephemeral()
+    launcher = _launcher()
     for source in ("mainframe_life", "pc_csv"):
-        outcome = ingest(delta / source, source, f"sync-bench-day-{args.day}", dagster_instance=instance)
+        outcome = ingest(delta / source, source, f"sync-bench-day-{args.day}", launcher=launcher)
         if not outcome.success:
             raise SystemExit(f"ingest of {source} failed: {outcome.error}")
-    routed = route(dagster_instance=instance)
+    routed = route(launcher=launcher)
     if not routed.success:
         raise SystemExit(f"route failed: {routed.error}")
     applied = time.perf_counter() - started - generated
@@ -89,16 +89,16 @@ def _sync() -> dict:
 
     from dagster_project.runner import sync_night
 
-    instance = dg.DagsterInstance.ephemeral()
+    launcher = _launcher()
     started = time.perf_counter()
-    run = sync_night(NIGHT, dagster_instance=instance, compensate=False)
+    run = sync_night(NIGHT, launcher=launcher, compensate=False)
     seconds = time.perf_counter() - started
     if not run.success:
         raise SystemExit(f"sync failed: {run.error}")
     with _engine().connect() as conn:
         report = conn.execute(text("SELECT report FROM sync.nights WHERE night = :n"), {"n": NIGHT}).scalar_one()
         on_platform = conn.execute(text("SELECT count(*) FROM sync.baseline")).scalar_one()
-    return {"seconds": round(seconds, 1), "steps": step_seconds(instance, run.run_id), "on_platform": on_platform,
+    return {"seconds": round(seconds, 1), "steps": step_seconds(launcher.instance, run.run_id), "on_platform": on_platform,
             "report": {k: v for k, v in report.items() if k != "checks"}}
 
 
@@ -115,16 +115,23 @@ def phase_rollback(args) -> dict:
 
     from dagster_project.runner import rollback_sync
 
-    instance = dg.DagsterInstance.ephemeral()
+    launcher = _launcher()
     started = time.perf_counter()
-    run = rollback_sync(NIGHT, reason="bench", dagster_instance=instance)
+    run = rollback_sync(NIGHT, reason="bench", launcher=launcher)
     if not run.success:
         raise SystemExit(f"rollback failed: {run.error}")
-    return {"seconds": round(time.perf_counter() - started, 1), "steps": step_seconds(instance, run.run_id)}
+    return {"seconds": round(time.perf_counter() - started, 1), "steps": step_seconds(launcher.instance, run.run_id)}
 
 
 PHASES = {"platform": phase_platform, "changes": phase_changes, "sync": phase_sync, "again": phase_again,
           "rollback": phase_rollback}
+
+
+def _launcher():
+    """The project's Dagster, as the CLI submits to it (started if needed)."""
+    from dagster_project.launcher import DagsterLauncher
+
+    return DagsterLauncher()
 
 
 def main() -> None:

@@ -65,9 +65,9 @@ def phase_wave() -> dict:
                     dict(DEFAULT_GATES, min_dq_score=0.0, mean_dq_score=0.0))
     _, (wave_id,) = store.save_plan("bench", [spec], "bench")
     store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="bench")
-    instance = dg.DagsterInstance.ephemeral()
+    launcher = _launcher()
     started = time.perf_counter()
-    run = run_wave(wave_id, dagster_instance=instance, compensate=False)
+    run = run_wave(wave_id, launcher=launcher, compensate=False)
     seconds = time.perf_counter() - started
     if not run.success:
         raise SystemExit(f"wave run failed: {run.error} {run.failed_checks}")
@@ -80,7 +80,7 @@ def phase_wave() -> dict:
             "policy", "party", "coverage", "rating", "payment", "endorsement", "document", "claim_link"))),
             {"w": wave_id}).scalar_one()
     return {"wave_id": wave_id, "policies": policies, "by_target": by_target, "new_platform_rows": rows,
-            "seconds": seconds, "steps": step_seconds(instance, run.run_id)}
+            "seconds": seconds, "steps": step_seconds(launcher.instance, run.run_id)}
 
 
 def phase_rollback() -> dict:
@@ -89,16 +89,23 @@ def phase_rollback() -> dict:
     from dagster_project.runner import rollback_wave
 
     wave_id = json.loads(STATE.read_text())["wave_id"]
-    instance = dg.DagsterInstance.ephemeral()
+    launcher = _launcher()
     started = time.perf_counter()
-    run = rollback_wave(wave_id, reason="bench", dagster_instance=instance)
+    run = rollback_wave(wave_id, reason="bench", launcher=launcher)
     seconds = time.perf_counter() - started
     if not run.success:
         raise SystemExit(f"rollback failed: {run.error}")
-    return {"wave_id": wave_id, "seconds": seconds, "steps": step_seconds(instance, run.run_id)}
+    return {"wave_id": wave_id, "seconds": seconds, "steps": step_seconds(launcher.instance, run.run_id)}
 
 
 PHASES = ("wave", "rollback")
+
+
+def _launcher():
+    """The project's Dagster, as the CLI submits to it (started if needed)."""
+    from dagster_project.launcher import DagsterLauncher
+
+    return DagsterLauncher()
 
 
 def main() -> None:

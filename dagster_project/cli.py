@@ -322,7 +322,13 @@ def demo(
               f"committed intent first; {report.intents:,} intents, {report.entries:,} entries in {report.chains} hash chains, "
               f"{state}. Try `data-mash wal replay --namespace compensation`, `data-mash wave report <wave>` or "
               f"`data-mash where <policy id>`.")
-    out.print(f"Done in {time.perf_counter() - started:.1f} s. See the runs, lineage and profiles in the Dagster UI: `make ui`.")
+    from dagster_project import services
+
+    running = services.current()
+    where = f"at {running.url}, still running for this project" if running else "with `make ui`"
+    out.print(f"Done in {time.perf_counter() - started:.1f} s. Every step above was a Dagster run, launched by the "
+              f"daemon into a run worker of its own: see the runs, lineage, partitions and checks in the Dagster UI "
+              f"{where} (`data-mash services stop` ends it).")
     if not all(o.success for o in outcomes) or not routed.success or not wave_ok or not sync_ok:
         raise typer.Exit(1)
 
@@ -974,11 +980,10 @@ def wave_execute(
                                         "e.g. fail:mid_load:targets/coexistence_bridge, and watch it roll back."),
 ) -> None:
     """Run an approved wave now, through Dagster: select, gate, load every target, reconcile, report. A failed run
-    that loaded anything is rolled back at once (what `wave_failure_sensor` does under the daemon)."""
+    that loaded anything is rolled back by the daemon (`compensation_sensor`); this waits for it and reports it."""
     from dagster_project.runner import run_wave
 
-    with console.status(f"Running wave {wave_id} through Dagster…"):
-        run = run_wave(wave_id, fault=fault)
+    run = run_wave(wave_id, fault=fault)
     _print_wave_outcome(wave_id, run)
     if not run.success:
         raise typer.Exit(1)
@@ -1457,8 +1462,57 @@ from dagster_project.cli_reprocess import register as _register_reprocess  # noq
 _register_reprocess(app)  # data-mash reprocess (its own module)
 
 
+services_app = typer.Typer(help="The Dagster services runs go to: webserver, daemon, code server.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+
+@services_app.command("start")
+def services_start() -> None:
+    """Start this project's Dagster (unless it runs already) and print the UI's address."""
+    from dagster_project import services
+
+    running = services.ensure(say=lambda message: console.print(message))
+    out.print(f"Dagster UI: {running.url}" + ("" if running.pid is None else f" (pid {running.pid})"))
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Whether this project's Dagster runs, and where."""
+    import os as _os
+
+    from dagster_project import services
+
+    if url := _os.environ.get(services.URL_ENV):
+        loaded = services.location_loaded(url.rstrip("/"))
+        out.print(f"Dagster at {url} ({services.URL_ENV}): {'answering' if loaded else 'NOT answering'}")
+        raise typer.Exit(0 if loaded else 1)
+    running = services.current()
+    if running is None:
+        out.print("Dagster is not running for this project; the next command that runs work starts it "
+                  "(or `data-mash services start`).")
+        raise typer.Exit(1)
+    out.print(f"Dagster runs for this project at {running.url} (pid {running.pid}); logs in {running.log}")
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop this project's Dagster (webserver, daemon, code server). Runs in progress end with it."""
+    from dagster_project import services
+
+    stopped = services.stop()
+    out.print("Dagster was not running for this project." if stopped is None
+              else f"Stopped Dagster (pid {stopped.pid}, {stopped.url}).")
+
+
 def main() -> None:
-    app()
+    from dagster_project.launcher import LaunchError
+    from dagster_project.services import ServicesError
+
+    try:
+        app()
+    except (ServicesError, LaunchError) as error:
+        console.print(f"[bold red]error:[/] {error}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def _print_outcome(outcome, preview) -> None:
     colour = "green" if backfill.success else "red"
     runs = [r for r in backfill.runs if r.run_id]
     out.print(f"Dagster backfill {backfill.backfill_id}: [{colour}]{backfill.status}[/] ({len(runs)} run(s) "
-              f"{'launched by the daemon' if backfill.by_daemon else 'run here in process'}; see the UI's backfills page)")
+              "launched by the daemon; see the UI's backfills page)")
     for run in backfill.runs:
         if run.run_id:
             span = run.drops[0] if len(run.drops) == 1 else f"{run.drops[0]} … {run.drops[-1]} ({len(run.drops)} drops)"

@@ -4,18 +4,19 @@ Each undo step is its own WAL intent (namespace `compensation`, key `compensate:
 or `...:policy:<id>`), and a wave-level step marks the entry it undid `compensated`. Steps already
 done are skipped, so running the rollback twice changes nothing the second time.
 
-It runs by hand (`data-mash wave rollback W`) and automatically: `wave_failure_sensor` when a
-`run_wave_job` run fails after loading something, `wave_reconciliation_sensor` when a wave's
-reconciliation or one of its loads failed (by the wave's status, so it also catches runs the CLI
-executed in process, which run-failure sensors do not see).
+It runs by hand (`data-mash wave rollback W`) and automatically: `compensation_sensor`, a run-failure
+sensor on the daemon, launches it when a wave run, a wave's reconciliation or a night of sync fails
+(a step, a blocking check, or a run worker that died), for what that run wrote.
 """
 
 import warnings
 
 import dagster as dg
 
-from assets.targets import OPERATIONS
+from assets.sync import NIGHTLY_SYNC_JOB
+from assets.targets import OPERATIONS, RECONCILE_JOB, reconcile_wave_job
 from assets.waves import run_wave_job
+from dagster_project.launcher import COMPENSATES
 from resources.sync_store import OPERATIONS as SYNC_OPERATIONS
 from resources.sync_store import PREFIX as SYNC_PREFIX
 from resources.sync_store import SyncStore, night_of
@@ -117,22 +118,39 @@ def rollback_wave_job():
     close_wave_rollback(compensate_wave_entries(plan_wave_rollback()))
 
 
-def rollback_request(wal_store: WalStore, waves: WaveStore, wave_id: str, reason: str, run_id: str | None = None):
-    """A run request for `rollback_wave_job` if the wave (or, given `run_id`, that run of it) loaded anything,
-    else a skip reason. A rerun stopped by its gates loaded nothing, and leaves the wave's earlier load alone."""
-    return _rollback_request(wal_store, wave_id, LOADS, reason, f"attempt-{waves.wave(wave_id)['attempts']}", run_id)
+def compensation_for(wal_store: WalStore, job_name: str, unit: str, run_id: str, failed_checks: bool):
+    """What undoes a failed run: a run request for `rollback_wave_job`, or why nothing needs undoing.
+
+    - `run_wave_job`: what this run loaded (a rerun stopped by its gates loaded nothing, and leaves the wave's earlier
+      load alone);
+    - `reconcile_wave_job`: the whole wave, when a reconciliation check failed (a run that did not finish changed
+      nothing);
+    - `nightly_sync_job`: everything the night wrote.
+    The CLI asks the same question to know whether to wait for the daemon's rollback."""
+    if job_name == RECONCILE_JOB:
+        if not failed_checks:
+            return dg.SkipReason(f"{unit}: the reconciliation run did not finish; it changed nothing, run it again")
+        return _rollback_request(wal_store, unit, LOADS, f"reconciliation failed in run {run_id}", run_id, None)
+    if job_name == NIGHTLY_SYNC_JOB:
+        return _rollback_request(wal_store, unit, SYNC_WRITES, f"run {run_id} failed", run_id, None)
+    return _rollback_request(wal_store, unit, LOADS, f"run {run_id} failed", run_id, run_id)
 
 
-def _rollback_request(wal_store: WalStore, unit: str, writes: tuple[str, ...], reason: str, attempt: str,
-                      run_id: str | None = None):
-    loaded = [e for e in wal_store.wave_entries(unit, writes, LIVE) if run_id is None or e["run_id"] == run_id]
+def compensation_expected(wal_store: WalStore, unit: str, run_id: str, job_name: str = "",
+                          failed_checks: bool = False) -> bool:
+    return isinstance(compensation_for(wal_store, job_name, unit, run_id, failed_checks), dg.RunRequest)
+
+
+def _rollback_request(wal_store: WalStore, unit: str, writes: tuple[str, ...], reason: str, failed_run: str,
+                      written_by: str | None):
+    loaded = [e for e in wal_store.wave_entries(unit, writes, LIVE) if written_by is None or e["run_id"] == written_by]
     if not loaded:
-        return dg.SkipReason(f"{unit}: nothing was written" + (f" by run {run_id}" if run_id else "")
+        return dg.SkipReason(f"{unit}: nothing was written" + (f" by run {written_by}" if written_by else "")
                              + ", nothing to undo")
     return dg.RunRequest(
-        run_key=f"rollback:{unit}:{attempt}",
+        run_key=f"rollback:{failed_run}",
         run_config={"ops": {"plan_wave_rollback": {"config": {"wave_id": unit, "reason": reason}}}},
-        tags={"data_mash/wave": unit, "data_mash/launched_by": "compensation"})
+        tags={"data_mash/wave": unit, "data_mash/launched_by": "compensation", COMPENSATES: failed_run})
 
 
 # Dagster's run status sensors pass a beta parameter (`owners`) to SensorDefinition themselves, and warn each time
@@ -140,59 +158,28 @@ def _rollback_request(wal_store: WalStore, unit: str, writes: tuple[str, ...], r
 warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `SensorDefinition", category=dg.BetaWarning)
 
 
-def build_wave_failure_sensor() -> dg.SensorDefinition:
-    @dg.run_failure_sensor(name="wave_failure_sensor", monitored_jobs=[run_wave_job],
+def _unit_of(run: dg.DagsterRun) -> str | None:
+    """The wave or night a run worked on: its partition (a night's partition is its date)."""
+    partition = run.tags.get("dagster/partition")
+    if partition and run.job_name == NIGHTLY_SYNC_JOB:
+        return SYNC_PREFIX + partition
+    return partition
+
+
+def build_compensation_sensor(sync_job) -> dg.SensorDefinition:
+    @dg.run_failure_sensor(name="compensation_sensor", monitored_jobs=[run_wave_job, reconcile_wave_job, sync_job],
                            request_job=rollback_wave_job, default_status=dg.DefaultSensorStatus.RUNNING,
-                           description="When a wave run fails after loading something, launches `rollback_wave_job` "
-                                       "for that wave.")
-    def wave_failure_sensor(context: dg.RunFailureSensorContext, wal: WriteAheadLog, targets: TargetsResource):
-        wave_id = context.dagster_run.tags.get("dagster/partition")
-        if not wave_id:
-            return dg.SkipReason("the failed run names no wave")
-        return rollback_request(wal.store(), WaveStore(targets.store().engine), wave_id,
-                                f"run {context.dagster_run.run_id} failed", run_id=context.dagster_run.run_id)
+                           minimum_interval_seconds=2,
+                           description="When a wave run, a wave's reconciliation or a night of sync fails (a step, a "
+                                       "blocking check, or its run worker died), launches `rollback_wave_job` for what "
+                                       "it wrote, tagged with the run it compensates.")
+    def compensation_sensor(context: dg.RunFailureSensorContext, wal: WriteAheadLog):
+        run = context.dagster_run
+        unit = _unit_of(run)
+        if not unit:
+            return dg.SkipReason(f"run {run.run_id} names no wave or night")
+        failed_checks = any(not e.dagster_event.event_specific_data.passed for e in context.instance.all_logs(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION))
+        return compensation_for(wal.store(), run.job_name, unit, run.run_id, failed_checks)
 
-    return wave_failure_sensor
-
-
-def build_wave_reconciliation_sensor() -> dg.SensorDefinition:
-    @dg.sensor(name="wave_reconciliation_sensor", job=rollback_wave_job, minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="When a wave's reconciliation failed (in its run or re-run on its own) or one of its loads "
-                           "failed, launches `rollback_wave_job` for that wave: it reads the waves' status, so it also "
-                           "sees runs launched in process by the CLI, which the run-failure sensor cannot.")
-    def wave_reconciliation_sensor(context: dg.SensorEvaluationContext, wal: WriteAheadLog, targets: TargetsResource):
-        waves = WaveStore(targets.store().engine)
-        requests = [rollback_request(wal.store(), waves, w["wave_id"], w["status_reason"])
-                    for w in waves.failed_after_loading()]
-        runs = [r for r in requests if isinstance(r, dg.RunRequest)]
-        return dg.SensorResult(run_requests=runs,
-                               skip_reason=None if runs else dg.SkipReason("no failed load or reconciliation left to undo"))
-
-    return wave_reconciliation_sensor
-
-
-def build_sync_failure_sensor() -> dg.SensorDefinition:
-    @dg.sensor(name="sync_failure_sensor", job=rollback_wave_job, minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="When a night of sync failed (a step, its proof, or its worker died) after writing "
-                           "something, launches `rollback_wave_job` for that night (`sync-<date>`): it reads the "
-                           "nights' status, so it sees runs of the schedule and of the CLI alike.")
-    def sync_failure_sensor(context: dg.SensorEvaluationContext, wal: WriteAheadLog, targets: TargetsResource):
-        runs, store = [], wal.store()
-        for night in _sync_store(targets).nights():
-            # a night whose worker died (killed, out of memory) stays `running` with an intent nobody holds
-            dead = night["status"] == "running" and any(
-                not store.owner_alive(e["idempotency_key"])
-                for e in store.wave_entries(night["sync_id"], SYNC_OPERATIONS, ("pending",)))
-            if night["status"] != "failed" and not dead:
-                continue
-            request = _rollback_request(store, night["sync_id"], SYNC_WRITES,
-                                        night["status_reason"] or "its worker died during a write",
-                                        f"{night['finished_at'] or night['started_at']:%Y%m%dT%H%M%S%f}")
-            if isinstance(request, dg.RunRequest):
-                runs.append(request)
-        return dg.SensorResult(run_requests=runs,
-                               skip_reason=None if runs else dg.SkipReason("no failed night of sync left to undo"))
-
-    return sync_failure_sensor
+    return compensation_sensor

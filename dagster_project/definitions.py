@@ -11,8 +11,7 @@ from assets.sync import build_sync_assets
 from assets.targets import (coexistence_bridge, dq_queue, legacy_batch, new_platform, reconcile_wave_job,
                             reconciliation_checks, wave_report)
 from assets.waves import build_wave_schedule_sensor, run_wave_job, wave_candidates, wave_gates
-from dagster_project.compensation import (build_sync_failure_sensor, build_wave_failure_sensor,
-                                          build_wave_reconciliation_sensor, rollback_wave_job)
+from dagster_project.compensation import build_compensation_sensor, rollback_wave_job
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import build_ingest_job, build_map_job, build_route_job
 from dagster_project.sensors import build_landing_sensor, build_wal_recovery_sensor
@@ -43,10 +42,12 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         asset_checks=checks,
         jobs=jobs,
         sensors=[build_landing_sensor([s.name for s in sources], jobs), build_wal_recovery_sensor(jobs),
-                 build_wave_schedule_sensor(), build_wave_failure_sensor(), build_wave_reconciliation_sensor(),
-                 build_sync_failure_sensor()],
+                 build_wave_schedule_sensor(), build_compensation_sensor(sync_job)],
         schedules=[sync_schedule],
         resources=resources if resources is not None else resources_for_environment(),
+        # one run worker process per run, its steps in order: the columnar work inside a step is what is heavy, and a
+        # process per step would pay the imports again for each (the scale-out executors are in docs/scale-out.md)
+        executor=dg.in_process_executor,
     )
 
 

@@ -8,14 +8,9 @@
 3. `reprocess`: install the mapping (a WAL intent), launch the backfill, apply the reprocessed drops to the book
    (`canonical/book`), and report what changed, by policy and by system of record.
 
-The backfill is an asset backfill recorded on the Dagster instance, so it shows on the UI's backfills page. When
-a daemon is running on the instance (`make ui`), it is submitted as the UI would submit it and the daemon launches
-its runs, one per contiguous range of drops (the canonical assets' single-run backfill policy). Usually the CLI has
-no daemon: it then executes the backfill's runs in process itself, one per range, each tagged with the backfill id
-and its range, and marks the backfill completed or failed with what each run materialized. That backfill is
-recorded with every partition already requested, so a daemon started meanwhile never launches the runs again.
-Dagster has no public API for recording a backfill outside its daemon and webserver; the internals used here
-(`PartitionBackfill`, `AssetBackfillData`) are the ones the webserver uses to launch one.
+The backfill is an asset backfill launched the way the UI launches one (GraphQL `launchPartitionBackfill`), so it
+shows on the UI's backfills page; the daemon launches its runs, one per contiguous range of drops (the canonical
+assets' single-run backfill policy), and the CLI follows it until it is done.
 """
 
 from __future__ import annotations
@@ -33,17 +28,15 @@ from sqlalchemy import Engine, text
 
 from canonical.impact import TableImpact, compare_block
 from canonical.mapping import Mapping, MappingError
-from dagster_project.definitions import build_definitions
 from dagster_project.environment import resources_for_environment
-from dagster_project.jobs import ROUTE_JOB, map_job_name
+from dagster_project.jobs import ROUTE_JOB
 from dagster_project.partitions import drops_partitions_name
-from dagster_project.runner import RunOutcome, _execute, instance, outcome_of, root_cause
+from dagster_project.launcher import RunOutcome, run_outcome
+from dagster_project.runner import launcher_for
 from legacy.sources import load_source, output_columns
 from resources.canonical_store import CanonicalStore, drop_key
 from resources.mapping_store import MappingInstall, MappingStore, active_mapping, check_installable
 
-RANGE_START, RANGE_END, BACKFILL_ID = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end",
-                                       "dagster/backfill")
 MIGRATED = ("new_platform", "coexistence_bridge")  # how the report counts policies a wave already moved
 
 
@@ -175,7 +168,6 @@ class BackfillOutcome:
     backfill_id: str
     status: str
     runs: list[BackfillRun]
-    by_daemon: bool = False  # the daemon launched the runs (else the CLI ran them in process)
 
     @property
     def success(self) -> bool:
@@ -224,137 +216,37 @@ def watch_mapping(engine: Engine, source: str, drops: list[str], mapping: Mappin
         poll()
 
 
-def backfill_daemon_alive(inst: dg.DagsterInstance, within_seconds: float = 90.0) -> bool:
-    """Whether a Dagster daemon (`make ui`, `dagster-daemon run`) is running backfills on this instance now."""
-    heartbeat = inst.get_daemon_heartbeats().get("BACKFILL")
-    return heartbeat is not None and heartbeat.timestamp >= time.time() - within_seconds
-
-
-def run_backfill(source: str, drops: list[str], mapping: Mapping, *, resources: dict | None = None,
-                 dagster_instance: dg.DagsterInstance | None = None, tags: dict[str, str] | None = None,
-                 on_mapped: Callable[[str, str], None] | None = None, use_daemon: bool | None = None,
-                 timeout_seconds: float = 6 * 3600) -> BackfillOutcome:
-    """Launch a backfill of the source's canonical assets over `drops` on the instance, and wait for it.
-
-    With a live daemon the backfill is submitted as the UI would and the daemon launches its runs (one per contiguous
-    range of drops, by the assets' backfill policy). Without one, its runs are executed here in process, one per
-    range, tagged with the backfill id and the range, and the backfill is marked completed with what they did."""
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
-
+def run_backfill(source: str, drops: list[str], mapping: Mapping, *, resources: dict | None = None, launcher=None,
+                 tags: dict[str, str] | None = None,
+                 on_mapped: Callable[[str, str], None] | None = None) -> BackfillOutcome:
+    """Launch a backfill of the source's canonical assets over `drops` through Dagster, and wait for it."""
     from assets.canonical import canonical_asset_key
 
-    inst = dagster_instance or instance()
     resolved = resources or resources_for_environment(resolved=True)
+    launcher = launcher_for(launcher, resources)
     engine = resolved["database"].engine()
-    name = drops_partitions_name(source)
-    known = set(inst.get_dynamic_partitions(name))
-    if missing := [d for d in drops if d not in known]:  # e.g. an instance newer than the database
-        inst.add_dynamic_partitions(name, missing)
-    defs = build_definitions(resources=resources)
-    asset_graph = defs.resolve_asset_graph()
+    launcher.add_partitions(drops_partitions_name(source), drops)  # e.g. an instance newer than the database
     keys = [canonical_asset_key(source, t) for t in mapping.spec.tables]
     run_tags = {"data_mash/source": source, "data_mash/mapping": f"{mapping.name} {mapping.version}",
                 "data_mash/launched_by": "cli", **(tags or {})}
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=make_new_backfill_id(), asset_graph=asset_graph, partition_names=drops, asset_selection=keys,
-        backfill_timestamp=time.time(), tags=run_tags, dynamic_partitions_store=inst, all_partitions=False,
-        title=f"reprocess {source} with {mapping.name} {mapping.version}"[:100],
-        description=(f"data-mash reprocess: {len(drops)} {source} drop(s) mapped again with mapping {mapping.name} "
-                     f"{mapping.version} (hash {mapping.hash[:12]})"),
-        run_config=None)
     with watch_mapping(engine, source, drops, mapping, on_mapped):
-        if use_daemon if use_daemon is not None else backfill_daemon_alive(inst):
-            return _backfill_by_daemon(backfill, source, inst, timeout_seconds)
-        return _backfill_in_process(backfill, source, drops, keys, run_tags, inst, defs, asset_graph)
+        backfill_id = launcher.backfill(
+            drops, keys, tags=run_tags, title=f"reprocess {source} with {mapping.name} {mapping.version}"[:100],
+            description=(f"data-mash reprocess: {len(drops)} {source} drop(s) mapped again with mapping "
+                         f"{mapping.name} {mapping.version} (hash {mapping.hash[:12]})"))
+        status = launcher.follow_backfill(backfill_id, f"backfill {backfill_id} ({len(drops)} {source} drop(s))")
+    runs = [_backfill_run(launcher, run, source) for run in launcher.backfill_runs(backfill_id)]
+    if status != "COMPLETED_SUCCESS" and all(r.success for r in runs):
+        runs.append(BackfillRun("", [], False, [], f"backfill {status}"))
+    return BackfillOutcome(backfill_id, status, runs)
 
 
-TERMINAL = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
-
-
-def _backfill_by_daemon(backfill, source: str, inst: dg.DagsterInstance, timeout_seconds: float) -> BackfillOutcome:
-    """Submit the backfill for the daemon and wait until it is done (or the daemon stops answering)."""
-    inst.add_backfill(backfill)
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        current = inst.get_backfill(backfill.backfill_id)
-        if current.status.value in TERMINAL:
-            break
-        if time.monotonic() > deadline or not backfill_daemon_alive(inst):
-            why = "timed out" if time.monotonic() > deadline else "the daemon stopped"
-            runs = _daemon_runs(backfill.backfill_id, source, inst)
-            return BackfillOutcome(backfill.backfill_id, f"{current.status.value} ({why} while waiting)",
-                                   [*runs, BackfillRun("", [], False, [], f"{why}: the backfill is still requested "
-                                                       "on the instance and goes on when the daemon runs")], True)
-        time.sleep(1.0)
-    runs = _daemon_runs(backfill.backfill_id, source, inst)
-    if current.status.value != "COMPLETED_SUCCESS" and all(r.success for r in runs):
-        runs.append(BackfillRun("", [], False, [], f"backfill {current.status.value}"
-                                + (f": {current.error.message.strip()}" if current.error else "")))
-    return BackfillOutcome(backfill.backfill_id, current.status.value, runs, True)
-
-
-def _daemon_runs(backfill_id: str, source: str, inst: dg.DagsterInstance) -> list[BackfillRun]:
+def _backfill_run(launcher, run: dg.DagsterRun, source: str) -> BackfillRun:
     from assets.canonical import run_drops
 
-    runs = []
-    for run in reversed(inst.get_runs(dg.RunsFilter(tags={BACKFILL_ID: backfill_id}))):  # oldest first
-        checks = [e.dagster_event.event_specific_data for e in
-                  inst.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
-        failures = inst.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-        error = "; ".join(f"{e.step_key}: {root_cause(e.dagster_event.event_specific_data.error)}" for e in failures)
-        success = run.status == dg.DagsterRunStatus.SUCCESS
-        runs.append(BackfillRun(run.run_id, run_drops(run.tags, source, inst), success,
-                                [f"{c.asset_key.to_user_string()}: {c.check_name}" for c in checks if not c.passed],
-                                error or (None if success else f"run {run.status.value}")))
-    return runs
-
-
-def _backfill_in_process(backfill, source: str, drops: list[str], keys: list[dg.AssetKey], run_tags: dict[str, str],
-                         inst: dg.DagsterInstance, defs: dg.Definitions, asset_graph) -> BackfillOutcome:
-    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-    from dagster._core.definitions.events import AssetKeyPartitionKey
-    from dagster._core.execution.backfill import BulkActionStatus
-
-    data = backfill.asset_backfill_data
-    # every partition requested up front: the runs are ours; a daemon started meanwhile only keeps the books
-    data = data._replace(requested_subset=data.target_subset, requested_runs_for_target_roots=True,
-                         latest_storage_id=inst.event_log_storage.get_maximum_record_id())
-    backfill = backfill._replace(asset_backfill_data=data)
-    inst.add_backfill(backfill)
-    job = defs.resolve_job_def(map_job_name(source))
-    runs, materialized, failed = [], set(), set()
-    try:
-        for chunk in drop_ranges(list(inst.get_dynamic_partitions(drops_partitions_name(source))), drops):
-            result = job.execute_in_process(
-                instance=inst, raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-                tags={**run_tags, BACKFILL_ID: backfill.backfill_id, RANGE_START: chunk[0], RANGE_END: chunk[-1]})
-            done = {AssetKeyPartitionKey(e.asset_key, e.partition) for e in
-                    (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
-            materialized |= done
-            if not result.success:
-                failed |= {AssetKeyPartitionKey(k, d) for k in keys for d in chunk} - done
-            runs.append(_backfill_run(result, chunk))
-    except BaseException:  # interrupted (Ctrl-C) or broken: the backfill must not stay "in progress" in the UI
-        from dagster._utils.error import serializable_error_info_from_exc_info
-
-        inst.update_backfill(backfill.with_status(BulkActionStatus.FAILED)
-                             .with_error(serializable_error_info_from_exc_info(sys.exc_info()))
-                             .with_end_timestamp(time.time()))
-        raise
-    data = data._replace(
-        materialized_subset=AssetGraphSubset.from_asset_partition_set(materialized, asset_graph),
-        failed_and_downstream_subset=AssetGraphSubset.from_asset_partition_set(failed, asset_graph),
-        latest_storage_id=inst.event_log_storage.get_maximum_record_id())
-    status = BulkActionStatus.COMPLETED_SUCCESS if all(r.success for r in runs) else BulkActionStatus.COMPLETED_FAILED
-    inst.update_backfill(backfill._replace(asset_backfill_data=data, status=status, backfill_end_timestamp=time.time()))
-    return BackfillOutcome(backfill.backfill_id, status.value, runs, False)
-
-
-def _backfill_run(result, drops: list[str]) -> BackfillRun:
-    run = outcome_of(result)
-    return BackfillRun(run.run_id, drops, run.success, run.failed_checks, run.error)
+    outcome = run_outcome(launcher.instance, run.run_id)
+    return BackfillRun(run.run_id, run_drops(run.tags, source, launcher.instance), outcome.success,
+                       outcome.failed_checks, outcome.error)
 
 
 # --------------------------------------------------------------------------- the book and the report
@@ -390,14 +282,13 @@ def changes_mark(engine: Engine) -> int:
         return conn.execute(text("SELECT coalesce(max(id), 0) FROM canonical.changes")).scalar_one()
 
 
-def apply_book(*, resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None,
-               tags: dict[str, str] | None = None) -> RunOutcome:
+def apply_book(*, resources: dict | None = None, launcher=None, tags: dict[str, str] | None = None) -> RunOutcome:
     """Materialize `canonical/book` (route_book_job's first step only): the reprocessed drops are compared with
     the book by content hash and their changes recorded. Routing is left as it is (`data-mash route` re-routes)."""
     from assets.routing import BOOK
 
-    return _execute(ROUTE_JOB, None, resources, dagster_instance or instance(), "WARNING",
-                    {"data_mash/launched_by": "cli", **(tags or {})}, asset_selection=[BOOK])
+    return launcher_for(launcher, resources).run(ROUTE_JOB, asset_selection=[BOOK], label="apply the drops to the book",
+                                                 tags={"data_mash/launched_by": "cli", **(tags or {})})
 
 
 def change_report(engine: Engine, source: str, drops: list[str], mark: int) -> ChangeReport:
@@ -452,19 +343,19 @@ class ReprocessOutcome:
 
 
 def reprocess(plan: ReprocessPlan, *, resources: dict | None = None,
-              dagster_instance: dg.DagsterInstance | None = None, actor: str = "operator",
+              launcher=None, actor: str = "operator",
               on_installed: Callable[[MappingInstall], None] | None = None,
               on_mapped: Callable[[str, str], None] | None = None) -> ReprocessOutcome:
     """Install the plan's mapping (unless resuming), backfill its drops, apply them to the book, report."""
     resolved = resources or resources_for_environment(resolved=True)
     engine = resolved["database"].engine()
-    inst = dagster_instance or instance()
+    launcher = launcher_for(launcher, resources)
     install = None
     if not plan.resume:
         install = MappingStore(resolved["wal"].store()).install(plan.mapping, actor)
         if on_installed:
             on_installed(install)
-    backfill = run_backfill(plan.source, plan.drop_ids, plan.mapping, resources=resources, dagster_instance=inst,
+    backfill = run_backfill(plan.source, plan.drop_ids, plan.mapping, resources=resources, launcher=launcher,
                             on_mapped=on_mapped)
     outcome = ReprocessOutcome(plan, install, backfill)
     if not backfill.success:
@@ -477,7 +368,7 @@ def reprocess(plan: ReprocessPlan, *, resources: dict | None = None,
                                          "ran it use the same DATA_MASH_HOME as this command?"))
         return outcome
     mark = changes_mark(engine)
-    outcome.book_run = apply_book(resources=resources, dagster_instance=inst,
+    outcome.book_run = apply_book(resources=resources, launcher=launcher,
                                   tags={"data_mash/reprocess_backfill": backfill.backfill_id})
     if outcome.book_run.success:  # every drop since the date: a resumed reprocess also reports what it finished
         outcome.report = change_report(engine, plan.source, [d.drop_id for d in landed], mark)

@@ -1,43 +1,41 @@
-"""Run Data Mash work through Dagster on the persistent instance, so the UI shows every run.
+"""Data Mash's work as Dagster runs: submit, follow, report.
 
-The CLI and the demo use these functions; they never bypass Dagster to change stored state.
+The CLI and the demo use these functions. Each submits its job to Dagster through a launcher (the project's
+webserver, queue, daemon and run workers; tests pass an in-process one) and reads the outcome back from the
+database; none runs a job or a sensor itself, and none changes stored state outside a run.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dagster as dg
 from sqlalchemy import text
 
-from dagster_project.compensation import ROLLBACK_JOB
-from dagster_project.definitions import build_definitions
+from dagster_project.compensation import ROLLBACK_JOB, compensation_expected
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import ingest_job_name
 from dagster_project.partitions import drops_partitions_name
 from legacy.sources import find_drop_files, load_source
-from resources.database import data_mash_home
+from dagster_project.launcher import RunOutcome
 from resources.intake_store import IntakeStore
 from resources.landing import content_hash, valid_drop_id
-from resources.wal import WriteAheadLog
 
 
-def ensure_dagster_home() -> Path:
-    """Use $DAGSTER_HOME, defaulting to `$DATA_MASH_HOME/dagster_home` (what `make ui` uses too)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or data_mash_home() / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+def launcher_for(launcher, resources: dict | None = None):
+    """The launcher to submit runs with: the one given (tests pass their own), else this project's Dagster."""
+    if launcher is not None:
+        return launcher
+    from dagster_project.launcher import DagsterLauncher
+
+    resolved = resources or resources_for_environment(resolved=True)
+    return DagsterLauncher(resolved["database"], say=lambda message: print(message, file=sys.stderr))
 
 
-def instance() -> dg.DagsterInstance:
-    ensure_dagster_home()
-    return dg.DagsterInstance.get()
+def fault_config(fault: str | None) -> dict | None:
+    """Run config that injects a fault into this run's WAL resource only (demos and drills)."""
+    return {"resources": {"wal": {"config": {"fault": fault}}}} if fault else None
 
 
 @dataclass
@@ -68,7 +66,7 @@ def default_drop_id(path: Path, digest: str) -> str:
 
 
 def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resources: dict | None = None,
-           dagster_instance: dg.DagsterInstance | None = None, console_log_level: str = "WARNING") -> IngestOutcome:
+           launcher=None) -> IngestOutcome:
     """Place a drop in the landing folder, register it, and materialize its intake assets through Dagster."""
     source = load_source(source_name)
     resolved = resources or resources_for_environment(resolved=True)
@@ -84,49 +82,13 @@ def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resource
     store = IntakeStore(database.engine())
     store.register_drop(source.name, drop_id, digest, drop.path, files)
 
-    inst = dagster_instance or instance()
-    inst.add_dynamic_partitions(drops_partitions_name(source.name), [drop_id])
-    run = _execute(ingest_job_name(source.name), drop_id, resources, inst, console_log_level,
-                   {"data_mash/source": source.name, "data_mash/content_hash": digest, "data_mash/launched_by": "cli"})
+    launcher = launcher_for(launcher, resources)
+    launcher.add_partitions(drops_partitions_name(source.name), [drop_id])
+    run = launcher.run(ingest_job_name(source.name), partition_key=drop_id, label=f"ingest {source.name} {drop_id}",
+                       tags={"data_mash/source": source.name, "data_mash/drop": f"{source.name}:{drop_id}",
+                             "data_mash/content_hash": digest, "data_mash/launched_by": "cli"})
     return IngestOutcome(source.name, drop_id, run.run_id, run.success, file_outcomes(store, source.name, drop_id),
                          run.failed_checks, run.error, canonical_outcomes(store.engine, source.name, drop_id))
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    success: bool
-    failed_checks: list[str]
-    error: str | None
-
-
-def _execute(job_name: str, partition_key: str | None, resources: dict | None, inst: dg.DagsterInstance,
-             console_log_level: str, tags: dict[str, str], asset_selection: list[dg.AssetKey] | None = None,
-             ops_config: dict | None = None) -> RunOutcome:
-    """Run one partition of a job in process on the instance; collect failed checks and root-cause errors."""
-    job = build_definitions(resources=resources).resolve_job_def(job_name)
-    result = job.execute_in_process(
-        instance=inst,
-        partition_key=partition_key,
-        asset_selection=asset_selection,
-        # the CLI prints its own summary; the full event log is in the UI
-        run_config={"loggers": {"console": {"config": {"log_level": console_log_level}}}, **({"ops": ops_config} if ops_config else {})},
-        raise_on_error=False,
-        tags=tags,
-    )
-    return outcome_of(result)
-
-
-def outcome_of(result) -> RunOutcome:
-    """An in-process run's result as the CLI reports it: failed checks by asset, and the root cause of each failed
-    step."""
-    failed_checks = [f"{e.asset_key.to_user_string()}: {e.check_name}"
-                     for e in result.get_asset_check_evaluations() if not e.passed]
-    error = None
-    if not result.success:
-        failures = [ev for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
-        error = "; ".join(f"{ev.step_key}: {root_cause(ev.event_specific_data.error)}" for ev in failures) or "run failed"
-    return RunOutcome(result.run_id, result.success, failed_checks, error)
 
 
 @dataclass
@@ -170,24 +132,17 @@ def canonical_outcomes(engine, source: str, drop_id: str) -> list[CanonicalTable
                                   scored_down[t]) for t, i, m, q, dq in loads]
 
 
-def remap(source_name: str, drop_id: str, *, resources: dict | None = None,
-          dagster_instance: dg.DagsterInstance | None = None) -> CanonicalOutcome:
+def remap(source_name: str, drop_id: str, *, resources: dict | None = None, launcher=None) -> CanonicalOutcome:
     """Map an already staged drop again through Dagster (`map_<source>_job`)."""
     from dagster_project.jobs import map_job_name
 
     resolved = resources or resources_for_environment(resolved=True)
-    inst = dagster_instance or instance()
-    run = _execute(map_job_name(source_name), drop_id, resources, inst, "WARNING",
-                   {"data_mash/source": source_name, "data_mash/launched_by": "cli"})
+    run = launcher_for(launcher, resources).run(
+        map_job_name(source_name), partition_key=drop_id, label=f"map {source_name} {drop_id}",
+        tags={"data_mash/source": source_name, "data_mash/drop": f"{source_name}:{drop_id}",
+              "data_mash/launched_by": "cli"})
     return CanonicalOutcome(source_name, drop_id, run.run_id, run.success,
                             canonical_outcomes(resolved["database"].engine(), source_name, drop_id), run.error)
-
-
-def root_cause(error) -> str:
-    """The innermost error of a step failure: what a person can act on, not Dagster's wrapper."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return error.message.strip()
 
 
 def file_outcomes(store: IntakeStore, source: str, drop_id: str) -> list[FileOutcome]:
@@ -217,21 +172,23 @@ class RecoveryOutcome:
     success: bool | None = None
 
 
-def recover(*, resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None,
-            now=None) -> list[RecoveryOutcome]:
+def recover(*, resources: dict | None = None, launcher=None, now=None) -> list[RecoveryOutcome]:
     """Carry out the WAL's recovery plan through Dagster: relaunch what is due, dead-letter what is spent."""
+    from dagster_project.sensors import recovery_run_request
+
     resolved = resources or resources_for_environment(resolved=True)
     store = resolved["wal"].store()
-    inst = dagster_instance or instance()
     outcomes = []
     for action in store.recovery_plan(now=now):
         if action.action == "dead_letter":
             store.dead_letter(action.intent_id, action.reason)
             outcomes.append(RecoveryOutcome(action.intent_id, "dead_lettered", action.reason))
         elif action.action == "relaunch" and action.job_name and action.asset_key:
-            run = _execute(action.job_name, action.partition_key, resources, inst, "WARNING",
-                           {"data_mash/recovers_wal_intent": str(action.intent_id), "data_mash/launched_by": "cli"},
-                           asset_selection=[dg.AssetKey.from_user_string(action.asset_key)])
+            request = recovery_run_request(action)
+            launcher = launcher_for(launcher, resources)
+            run = launcher.run(request.job_name, partition_key=request.partition_key,
+                               asset_selection=request.asset_selection, label=f"recover WAL intent {action.intent_id}",
+                               tags={**request.tags, "data_mash/launched_by": "cli"})
             outcomes.append(RecoveryOutcome(action.intent_id, "relaunched", action.reason, run.run_id, run.success))
         else:
             outcomes.append(RecoveryOutcome(action.intent_id, action.action, action.reason))
@@ -248,15 +205,14 @@ class RouteOutcome:
     open_conflicts: int
 
 
-def route(rules: Path | None = None, *, resources: dict | None = None,
-          dagster_instance: dg.DagsterInstance | None = None) -> RouteOutcome:
+def route(rules: Path | None = None, *, resources: dict | None = None, launcher=None) -> RouteOutcome:
     """Route the current canonical book and update the coexistence registry, through Dagster (`route_book_job`)."""
     from dagster_project.jobs import ROUTE_JOB
 
     resolved = resources or resources_for_environment(resolved=True)
-    inst = dagster_instance or instance()
-    config = {"routing__decisions": {"config": {"rules": str(rules.resolve())}}} if rules else None
-    run = _execute(ROUTE_JOB, None, resources, inst, "WARNING", {"data_mash/launched_by": "cli"}, ops_config=config)
+    config = {"ops": {"routing__decisions": {"config": {"rules": str(rules.resolve())}}}} if rules else None
+    run = launcher_for(launcher, resources).run(ROUTE_JOB, run_config=config, label="route the book",
+                                                tags={"data_mash/launched_by": "cli"})
     with resolved["database"].engine().connect() as conn:
         by_target = dict(conn.execute(text("SELECT target, count(*) FROM routing.decisions GROUP BY 1 ORDER BY 1")).all())
         by_system = dict(conn.execute(text(
@@ -265,94 +221,46 @@ def route(rules: Path | None = None, *, resources: dict | None = None,
     return RouteOutcome(run.run_id, run.success, run.error, by_target, by_system, conflicts)
 
 
-# wave runs fail on purpose (gates, drills): the CLI prints the root cause and the outcome; the UI has the event log
-QUIET = "CRITICAL"
+WaveOutcome = RunOutcome  # a wave's or night's run, with the compensation runs the daemon launched for it
 
 
-def run_wave(wave_id: str, *, resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None,
-             fault: str | None = None, compensate: bool = True) -> "WaveOutcome":
+def _compensated(launcher, run: RunOutcome, job_name: str, unit: str, resources: dict | None,
+                 compensate: bool) -> RunOutcome:
+    """After a failed run: wait for the rollback the daemon's `compensation_sensor` launches, when the same rule the
+    sensor follows says it will."""
+    if compensate and not run.success and run.run_id:
+        resolved = resources or resources_for_environment(resolved=True)
+        if compensation_expected(resolved["wal"].store(), unit, run.run_id, job_name, bool(run.failed_checks)):
+            run.rollbacks = launcher.compensations(run.run_id)
+    return run
+
+
+def run_wave(wave_id: str, *, resources: dict | None = None, launcher=None, fault: str | None = None,
+             compensate: bool = True) -> RunOutcome:
     """Run one approved wave now, through Dagster (`run_wave_job`, partition = wave id).
 
-    If the run fails, the compensation sensors are evaluated at once, as the daemon would on its next
-    tick, and the rollback they request is run: the wave is undone before this returns. `fault`
-    (`fail:<point>:<asset key>`) injects a failure into this run only, for demos and drills.
+    If the run fails after loading something, `compensation_sensor` (on the daemon) launches its rollback; with
+    `compensate` this waits for it, so the wave is undone before this returns. `fault` (`fail:<point>:<asset key>`)
+    injects a failure into this run only, for demos and drills.
     """
     from assets.waves import RUN_WAVE_JOB, WAVES_PARTITIONS
 
-    inst = dagster_instance or instance()
-    inst.add_dynamic_partitions(WAVES_PARTITIONS.name, [wave_id])
-    resolved = dict(resources or resources_for_environment(resolved=True))
-    if fault:
-        resolved["wal"] = WriteAheadLog(database=resolved["database"], fault=fault)
-    run = _execute(RUN_WAVE_JOB, wave_id, resolved, inst, QUIET,
-                   {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
-    rollbacks = compensate_failed_run(run.run_id, resources=resources, dagster_instance=inst) \
-        if compensate and not run.success else []
-    return WaveOutcome(run.run_id, run.success, run.failed_checks, run.error, rollbacks)
+    launcher = launcher_for(launcher, resources)
+    launcher.add_partitions(WAVES_PARTITIONS.name, [wave_id])
+    run = launcher.run(RUN_WAVE_JOB, partition_key=wave_id, run_config=fault_config(fault), label=f"wave {wave_id}",
+                       tags={"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
+    return _compensated(launcher, run, RUN_WAVE_JOB, wave_id, resources, compensate)
 
 
-@dataclass
-class WaveOutcome(RunOutcome):
-    rollbacks: list[RunOutcome] = field(default_factory=list)
-
-
-def _launch_requests(requests, job_name: str, resources: dict | None, inst: dg.DagsterInstance) -> list[RunOutcome]:
-    """Run what a sensor requested (of `job_name`, its job), in process on the instance, skipping run keys that
-    already ran."""
-    outcomes = []
-    for request in requests:
-        if not isinstance(request, dg.RunRequest):
-            continue
-        if request.run_key and inst.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):
-            continue
-        tags = {**request.tags, **({"dagster/run_key": request.run_key} if request.run_key else {})}
-        outcomes.append(_execute(request.job_name or job_name, request.partition_key, resources, inst,
-                                 QUIET, tags, ops_config=request.run_config.get("ops")))
-    return outcomes
-
-
-def compensate_failed_run(run_id: str, *, resources: dict | None = None,
-                          dagster_instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
-    """Evaluate `wave_failure_sensor` on a failed wave run and run the rollback it requests."""
-    inst = dagster_instance or instance()
-    defs = build_definitions(resources=resources)
-    sensor = defs.resolve_sensor_def("wave_failure_sensor")
-    run = inst.get_run_by_id(run_id)
-    failure = next(iter(inst.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)), None)
-    if run is None or failure is None:
-        return []
-    with dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=failure.dagster_event,
-                                            dagster_instance=inst, dagster_run=run,
-                                            resources=resources or resources_for_environment(resolved=True)) as context:
-        result = sensor(context.for_run_failure())
-    return _launch_requests([result] if result else [], ROLLBACK_JOB, resources, inst)
-
-
-def compensate_failed_waves(*, resources: dict | None = None,
-                                      dagster_instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
-    """Evaluate `wave_reconciliation_sensor` and run the rollbacks it requests."""
-    return _evaluate_sensor("wave_reconciliation_sensor", resources, dagster_instance or instance())
-
-
-def _evaluate_sensor(name: str, resources: dict | None, inst: dg.DagsterInstance) -> list[RunOutcome]:
-    """Evaluate a compensation sensor now, as the daemon would on its next tick, and run the rollbacks it requests."""
-    sensor = build_definitions(resources=resources).resolve_sensor_def(name)
-    with dg.build_sensor_context(instance=inst, resources=resources or resources_for_environment(resolved=True)) as context:
-        result = sensor(context)
-    return _launch_requests(result.run_requests if isinstance(result, dg.SensorResult) else [], ROLLBACK_JOB,
-                            resources, inst)
-
-
-def reconcile_wave(wave_id: str, *, resources: dict | None = None,
-                   dagster_instance: dg.DagsterInstance | None = None, compensate: bool = True) -> WaveOutcome:
+def reconcile_wave(wave_id: str, *, resources: dict | None = None, launcher=None,
+                   compensate: bool = True) -> RunOutcome:
     """Re-run a loaded wave's reconciliation checks through Dagster (`reconcile_wave_job`); a failure rolls it back."""
     from assets.targets import RECONCILE_JOB
 
-    inst = dagster_instance or instance()
-    run = _execute(RECONCILE_JOB, wave_id, resources, inst, QUIET,
-                   {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
-    rollbacks = compensate_failed_waves(resources=resources, dagster_instance=inst) if compensate else []
-    return WaveOutcome(run.run_id, run.success, run.failed_checks, run.error, rollbacks)
+    launcher = launcher_for(launcher, resources)
+    run = launcher.run(RECONCILE_JOB, partition_key=wave_id, label=f"reconcile wave {wave_id}",
+                       tags={"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
+    return _compensated(launcher, run, RECONCILE_JOB, wave_id, resources, compensate)
 
 
 def tonight(rules=None) -> "date":
@@ -365,47 +273,37 @@ def tonight(rules=None) -> "date":
     return datetime.now(ZoneInfo((rules or load_sync_rules()).schedule.timezone)).date()
 
 
-def sync_night(night=None, *, resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None,
-               fault: str | None = None, compensate: bool = True) -> WaveOutcome:
+def sync_night(night=None, *, resources: dict | None = None, launcher=None, fault: str | None = None,
+               compensate: bool = True) -> RunOutcome:
     """Run one night of sync now, through Dagster (`nightly_sync_job`, partition = the night, default tonight).
-    A failed night is rolled back before this returns (`sync_failure_sensor`, evaluated at once)."""
+    A failed night is rolled back by `compensation_sensor` on the daemon; with `compensate` this waits for it."""
     from assets.sync import NIGHTLY_SYNC_JOB
     from resources.sync_store import sync_id
 
     night = night or tonight()
-    inst = dagster_instance or instance()
-    resolved = dict(resources or resources_for_environment(resolved=True))
-    if fault:
-        resolved["wal"] = WriteAheadLog(database=resolved["database"], fault=fault)
-    run = _execute(NIGHTLY_SYNC_JOB, night.isoformat(), resolved, inst, QUIET,
-                   {"data_mash/sync": sync_id(night), "data_mash/launched_by": "cli"})
-    rollbacks = compensate_failed_syncs(resources=resources, dagster_instance=inst) \
-        if compensate and not run.success else []
-    return WaveOutcome(run.run_id, run.success, run.failed_checks, run.error, rollbacks)
-
-
-def compensate_failed_syncs(*, resources: dict | None = None,
-                            dagster_instance: dg.DagsterInstance | None = None) -> list[RunOutcome]:
-    """Evaluate `sync_failure_sensor` and run the rollbacks it requests."""
-    return _evaluate_sensor("sync_failure_sensor", resources, dagster_instance or instance())
+    launcher = launcher_for(launcher, resources)
+    run = launcher.run(NIGHTLY_SYNC_JOB, partition_key=night.isoformat(), run_config=fault_config(fault),
+                       label=f"sync night {night}",
+                       tags={"data_mash/sync": sync_id(night), "data_mash/launched_by": "cli"})
+    return _compensated(launcher, run, NIGHTLY_SYNC_JOB, sync_id(night), resources, compensate)
 
 
 def rollback_sync(night, *, reason: str = "requested by an operator", resources: dict | None = None,
-                  dagster_instance: dg.DagsterInstance | None = None) -> RunOutcome:
+                  launcher=None) -> RunOutcome:
     """Undo a night of sync through Dagster (`rollback_wave_job` with the night's id)."""
     from resources.sync_store import sync_id
 
-    return rollback_wave(sync_id(night), reason=reason, resources=resources, dagster_instance=dagster_instance)
+    return rollback_wave(sync_id(night), reason=reason, resources=resources, launcher=launcher)
 
 
 def rollback_wave(wave_id: str, *, policy_id: str | None = None, reason: str = "requested by an operator",
-                  resources: dict | None = None, dagster_instance: dg.DagsterInstance | None = None) -> RunOutcome:
+                  resources: dict | None = None, launcher=None) -> RunOutcome:
     """Undo a wave, or one policy of it, through Dagster (`rollback_wave_job`)."""
-    inst = dagster_instance or instance()
     config = {"wave_id": wave_id, "policy_id": policy_id or "", "reason": reason}
-    return _execute(ROLLBACK_JOB, None, resources, inst, QUIET,
-                    {"data_mash/wave": wave_id, "data_mash/launched_by": "cli"},
-                    ops_config={"plan_wave_rollback": {"config": config}})
+    return launcher_for(launcher, resources).run(
+        ROLLBACK_JOB, run_config={"ops": {"plan_wave_rollback": {"config": config}}},
+        label=f"roll back {wave_id}" + (f" policy {policy_id}" if policy_id else ""),
+        tags={"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
 
 
 def audit_key_columns(store: IntakeStore) -> dict[str, str]:

@@ -17,6 +17,7 @@ known without guessing from timestamps.
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from sqlalchemy import Engine, text
 from resources.database import DatabaseResource
 
 GENESIS = "0" * 64
+HOLD_SECONDS = 120
 _LOCK_CLASS = 0x5741  # advisory lock class for intent ownership ("WA")
 _CHAIN_CLASS = 0x574C  # advisory lock class serialising appends to one namespace's chain ("WL")
 STATUSES = ("pending", "committed", "failed", "compensated", "dead_lettered")
@@ -403,7 +405,8 @@ class WriteAheadLog(dg.ConfigurableResource):
 
     `fault` injects a failure for tests and demos: `<point>:<asset key>` with point `after_intent` or
     `mid_load` makes the process exit at once there, as a killed worker would; `fail:<point>:<asset key>`
-    raises `InjectedFault` there instead, as a load that errors partway would (its step and run fail).
+    raises `InjectedFault` there instead, as a load that errors partway would (its step and run fail);
+    `hold:<point>:<asset key>` stops there for a while, for a drill that kills the worker from outside.
     """
 
     database: dg.ResourceDependency[DatabaseResource]
@@ -415,6 +418,8 @@ class WriteAheadLog(dg.ConfigurableResource):
     def maybe_crash(self, point: str, asset_key: str) -> None:
         if self.fault and self.fault == f"{point}:{asset_key}":
             os._exit(137)
+        if self.fault and self.fault == f"hold:{point}:{asset_key}":
+            time.sleep(HOLD_SECONDS)  # a worker stuck there: drills kill it from outside (SIGKILL, a restart)
         if self.fault and self.fault == f"fail:{point}:{asset_key}":
             raise InjectedFault(f"fault injected by configuration at {point} of {asset_key} (DATA_MASH_FAULT)")
 

@@ -142,15 +142,6 @@ class WaveStore:
             conn.execute(text("UPDATE waves.waves SET report = CAST(:r AS jsonb) WHERE wave_id = :w"),
                          {"r": json.dumps(report), "w": wave_id})
 
-    def failed_after_loading(self) -> list[dict]:
-        """Waves whose last status change was a failed load or a failed reconciliation (not a gate: a gate stops a
-        wave before it loads anything)."""
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(text(
-                "SELECT wave_id, status_reason FROM waves.waves WHERE status = 'failed' "
-                "AND (starts_with(status_reason, :load) OR starts_with(status_reason, :recon)) ORDER BY wave_id"),
-                {"load": LOAD_FAILED, "recon": RECONCILIATION_FAILED}).mappings()]
-
     def candidate_records(self, wave_id: str, block: int = 100_000):
         """The canonical policies and coverages of the wave's candidates that will move (pandas), for its gates, in
         blocks of `block` policies by policy id range (all rows of a policy in one block), read by COPY. Policies

@@ -8,6 +8,7 @@ from pathlib import Path
 import tempfile
 
 from legacy.sample import generate_sample
+from tests.inprocess import InProcessLauncher
 
 _ROOT = Path(tempfile.mkdtemp(prefix="data-mash-book-"))
 
@@ -48,4 +49,4 @@ def run_one_wave(engine, resources, instance, *, target: str = "new_platform", c
     _, (wave,) = waves.save_plan(name, [WaveSpec(0, name, target, criteria, 10_000, datetime.now(timezone.utc),
                                                  dict(NO_GATES))], "tester")
     waves.set_status(wave, "approved", allowed_from=("draft",), approved_by="tester")
-    return wave, run_wave(wave, resources=resources, dagster_instance=instance)
+    return wave, run_wave(wave, resources=resources, launcher=InProcessLauncher(resources, instance))

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from resources.database import dispose_engine, sqlalchemy_url
+from tests.inprocess import InProcessLauncher
 
 SERVER_ENV = "DATA_MASH_TEST_DATABASE_URL"
 
@@ -110,7 +111,17 @@ def routed_book(resources, engine, instance):
 
     book = sample_book()
     for source in ("mainframe_life", "pc_csv"):
-        assert ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance).success
-    outcome = route(resources=resources, dagster_instance=instance)
+        assert ingest(book / source, source, "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
+    outcome = route(resources=resources, launcher=InProcessLauncher(resources, instance))
     assert outcome.success, outcome.error
     return outcome
+
+
+@pytest.fixture(autouse=True)
+def _stop_project_dagster():
+    """A test whose CLI call started this project's Dagster (as the CLI does on first use) has it stopped after."""
+    from dagster_project import services
+
+    yield
+    while services.STARTED:
+        services.stop(state_file=services.STARTED.pop())

@@ -12,6 +12,7 @@ from dagster_project.definitions import build_definitions
 from dagster_project.runner import ingest
 from resources.intake_store import partition_name, sql_name, staging_table_name
 from tests.book import expected_quarantine, manifest, sample_book
+from tests.inprocess import InProcessLauncher
 
 SOURCES = ["mainframe_life", "pc_csv"]
 
@@ -28,7 +29,7 @@ def quarantined(engine, source, drop_id) -> set[tuple[str, int, str]]:
 @pytest.mark.parametrize("source", SOURCES)
 def test_every_record_is_staged_or_quarantined_with_the_manifest_reason(source, resources, engine, instance):
     book = sample_book()
-    outcome = ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance)
+    outcome = ingest(book / source, source, "day-1", resources=resources, launcher=InProcessLauncher(resources, instance))
     assert outcome.success, outcome.error
     assert outcome.failed_checks == []
     files = manifest(book)["files"]
@@ -48,7 +49,7 @@ def test_every_record_is_staged_or_quarantined_with_the_manifest_reason(source, 
 @pytest.mark.parametrize("source", SOURCES)
 def test_mapping_stage_defects_and_non_ascii_names_reach_staging_intact(source, resources, engine, instance):
     book = sample_book()
-    assert ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance).success
+    assert ingest(book / source, source, "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     defects = [d for d in manifest(book)["defects"] if d["source"] == source and d["stage"] in ("mapping", "preserve")]
     assert {d["stage"] for d in defects} == {"mapping", "preserve"}
     partitions = {file_name: partition_name(staging_table_name(source, kind), "day-1")
@@ -72,8 +73,8 @@ def _kinds_by_file(engine, source, drop_id) -> dict[str, str]:
 
 def test_rerunning_a_drop_replaces_it_and_never_duplicates(resources, engine, instance):
     book = sample_book()
-    first = ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, dagster_instance=instance)
-    second = ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, dagster_instance=instance)
+    first = ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance))
+    second = ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance))
     assert first.success and second.success
     assert [(f.file_name, f.records_parsed, f.records_quarantined) for f in first.files] == \
            [(f.file_name, f.records_parsed, f.records_quarantined) for f in second.files]
@@ -87,7 +88,7 @@ def test_rerunning_a_drop_replaces_it_and_never_duplicates(resources, engine, in
 
 def test_accounting_check_fails_when_a_staged_record_goes_missing(resources, engine, instance):
     book = sample_book()
-    assert ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, dagster_instance=instance).success
+    assert ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     part = partition_name(staging_table_name("pc_csv", "coverages"), "day-1")
     with engine.begin() as conn:
         conn.execute(text(f'DELETE FROM staging."{part}" WHERE record_no = 2'))
@@ -106,7 +107,7 @@ def test_accounting_check_fails_when_a_staged_record_goes_missing(resources, eng
 def test_no_personal_data_in_metadata_or_profile_reports(resources, engine, instance, home):
     book = sample_book()
     for source in SOURCES:
-        assert ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance).success
+        assert ingest(book / source, source, "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     from legacy.sources import load_source
 
     secrets: set[str] = set()
@@ -138,7 +139,7 @@ def test_a_drop_missing_its_required_file_is_refused_naming_it(resources, instan
     empty.mkdir()
     (empty / "notes.txt").write_text("nothing here")
     with pytest.raises(FileNotFoundError, match="policies"):
-        ingest(empty, "pc_csv", "bad", resources=resources, dagster_instance=instance)
+        ingest(empty, "pc_csv", "bad", resources=resources, launcher=InProcessLauncher(resources, instance))
 
 
 def test_a_malformed_copybook_fails_the_run_naming_file_and_line(resources, instance, tmp_path):
@@ -152,7 +153,7 @@ def test_a_malformed_copybook_fails_the_run_naming_file_and_line(resources, inst
     target = next(i for i, line in enumerate(lines) if "COMP-3" in line)
     lines[target] = lines[target].replace("COMP-3", "COMP-9")
     cpy.write_text("\n".join(lines) + "\n", encoding="latin-1")
-    outcome = ingest(drop, "mainframe_life", "broken", resources=resources, dagster_instance=instance)
+    outcome = ingest(drop, "mainframe_life", "broken", resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not outcome.success
     assert "POLMAST.cpy" in outcome.error and f"line {target + 1}" in outcome.error
 

@@ -6,6 +6,7 @@ from dagster_project.runner import ingest, route
 from legacy.delta import write_delta
 from resources.book_store import BookStore
 from tests.book import run_one_wave, sample_book
+from tests.inprocess import InProcessLauncher
 
 
 def _quarantined(engine, drop_id: str) -> set[str]:
@@ -23,8 +24,8 @@ def test_a_day_2_delta_changes_exactly_the_policies_it_holds_and_the_book_keeps_
 
     delta = write_delta(sample_book(), tmp_path / "day-2", day=2, seed=7)
     for source in ("mainframe_life", "pc_csv"):
-        assert ingest(tmp_path / "day-2" / source, source, "day-2", resources=resources, dagster_instance=instance).success
-    assert route(resources=resources, dagster_instance=instance).success  # applies the drops, then routes
+        assert ingest(tmp_path / "day-2" / source, source, "day-2", resources=resources, launcher=InProcessLauncher(resources, instance)).success
+    assert route(resources=resources, launcher=InProcessLauncher(resources, instance)).success  # applies the drops, then routes
 
     skipped = _quarantined(engine, "day-2")  # a record of the delta the mapping could not take keeps day 1's version
     for source, d in delta.sources.items():
@@ -46,7 +47,7 @@ def test_a_day_2_delta_changes_exactly_the_policies_it_holds_and_the_book_keeps_
 
     # applying again changes nothing: the drops are already in the book
     before = {k: book.changes(f"{k}:day-2") for k in delta.sources}
-    assert route(resources=resources, dagster_instance=instance).success
+    assert route(resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert {k: book.changes(f"{k}:day-2") for k in delta.sources} == before
     assert book.pending() == []
 
@@ -60,8 +61,8 @@ def test_changes_to_policies_a_wave_already_moved_are_told_apart(routed_book, re
 
     delta = write_delta(sample_book(), tmp_path / "day-2", day=2, seed=7)
     for source in ("mainframe_life", "pc_csv"):
-        assert ingest(tmp_path / "day-2" / source, source, "day-2", resources=resources, dagster_instance=instance).success
-    assert route(resources=resources, dagster_instance=instance).success
+        assert ingest(tmp_path / "day-2" / source, source, "day-2", resources=resources, launcher=InProcessLauncher(resources, instance)).success
+    assert route(resources=resources, launcher=InProcessLauncher(resources, instance)).success
     book = BookStore(engine)
     for source in delta.sources:
         found = book.changes(f"{source}:day-2")
@@ -80,8 +81,8 @@ def test_waves_wait_for_drops_mapped_since_the_last_routing(routed_book, resourc
     from resources.wave_store import WaveError, WaveStore
 
     write_delta(sample_book(), tmp_path / "day-2", day=2, seed=7)
-    assert ingest(tmp_path / "day-2" / "pc_csv", "pc_csv", "day-2", resources=resources, dagster_instance=instance).success
+    assert ingest(tmp_path / "day-2" / "pc_csv", "pc_csv", "day-2", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with pytest.raises(WaveError, match=r"1 mapped drop\(s\) are not in the book yet \(pc_csv:day-2…\): run `data-mash route`"):
         WaveStore(engine).routed_book()
-    assert route(resources=resources, dagster_instance=instance).success
+    assert route(resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert WaveStore(engine).routed_book().num_rows > 0

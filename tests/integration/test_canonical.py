@@ -7,6 +7,7 @@ from dagster_project.runner import ingest
 from resources.canonical_store import drop_key
 from resources.intake_store import partition_name, staging_table_name
 from tests.book import manifest, sample_book
+from tests.inprocess import InProcessLauncher
 
 SOURCES = ["mainframe_life", "pc_csv"]
 POLICY_FILES = {"mainframe_life": "POLMAST.dat", "pc_csv": "policies.csv"}
@@ -30,7 +31,7 @@ def mapped(engine, source):
 @pytest.mark.parametrize("source", SOURCES)
 def test_every_mapping_defect_is_quarantined_or_scored_down(source, resources, engine, instance):
     book = sample_book()
-    outcome = ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance)
+    outcome = ingest(book / source, source, "day-1", resources=resources, launcher=InProcessLauncher(resources, instance))
     assert outcome.success, outcome.error
     quarantined, policies, coverages = mapped(engine, source)
     seen_kinds = set()
@@ -78,7 +79,7 @@ def test_every_mapping_defect_is_quarantined_or_scored_down(source, resources, e
 @pytest.mark.parametrize("source", SOURCES)
 def test_canonical_premiums_equal_the_source_to_the_cent(source, resources, engine, instance):
     book = sample_book()
-    assert ingest(book / source, source, "day-1", resources=resources, dagster_instance=instance).success
+    assert ingest(book / source, source, "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     staged = partition_name(staging_table_name(source, "policies"), "day-1")
     canon = partition_name("policies", drop_key(source, "day-1"))
     src_col, canon_col = PREMIUM[source]
@@ -97,9 +98,9 @@ def test_canonical_premiums_equal_the_source_to_the_cent(source, resources, engi
 
 def test_remapping_a_drop_replaces_it(resources, engine, instance):
     book = sample_book()
-    ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, dagster_instance=instance)
+    ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance))
     first = mapped(engine, "pc_csv")
-    assert ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, dagster_instance=instance).success
+    assert ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     second = mapped(engine, "pc_csv")
     assert (len(first[0]), len(first[1]), len(first[2])) == (len(second[0]), len(second[1]), len(second[2]))
     with engine.connect() as conn:
@@ -113,7 +114,7 @@ def test_lookup_tables_aggregate_a_staged_satellite_exactly(resources, engine, i
     from resources.canonical_store import CanonicalStore
 
     book = sample_book()
-    assert ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, dagster_instance=instance).success
+    assert ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     source = load_source("pc_csv")
     columns = output_columns(source, source.file("coverages"))
     store = CanonicalStore(engine)
@@ -129,7 +130,7 @@ def test_lookup_tables_aggregate_a_staged_satellite_exactly(resources, engine, i
 
 def test_beneficiaries_become_parties_and_every_occurrence_is_accounted_for(resources, engine, instance):
     book = sample_book()
-    outcome = ingest(book / "mainframe_life", "mainframe_life", "day-1", resources=resources, dagster_instance=instance)
+    outcome = ingest(book / "mainframe_life", "mainframe_life", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance))
     assert outcome.success and outcome.failed_checks == []
     staged = partition_name(staging_table_name("mainframe_life", "policies"), "day-1")
     with engine.connect() as conn:

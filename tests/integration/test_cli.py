@@ -17,16 +17,22 @@ CLI = [sys.executable, "-m", "dagster_project.cli"]
 
 @pytest.fixture
 def run_cli(database_url, tmp_path):
+    """The CLI in its own process, as an operator runs it: the first command that runs work starts this project's
+    Dagster (webserver, daemon, code server) and later ones submit to it; it is stopped after the test."""
     env = {**os.environ, "DATA_MASH_DATABASE_URL": database_url, "DATA_MASH_HOME": str(tmp_path / "home"),
-           "DAGSTER_HOME": str(tmp_path / "home" / "dagster_home"), "COLUMNS": "200"}
-    env.pop("DATA_MASH_LANDING", None)
+           "DAGSTER_HOME": str(tmp_path / "home" / "dagster_home"), "COLUMNS": "200", "DATA_MASH_UI_PORT": "0"}
+    for name in ("DATA_MASH_LANDING", "DATA_MASH_OUTBOUND", "DATA_MASH_DAGSTER_URL"):
+        env.pop(name, None)
 
     def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
         proc = subprocess.run([*CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == expect, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         return proc
 
-    return run
+    try:
+        yield run
+    finally:
+        subprocess.run([*CLI, "services", "stop"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
 
 
 def test_generate_ingest_status_profile(run_cli, tmp_path):

@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from dagster_project.runner import route
 from resources.coexistence_store import CoexistenceStore
+from tests.inprocess import InProcessLauncher
 
 ALL_TO = """
 rule_set: everything_to_{target}
@@ -54,7 +55,7 @@ def test_rerunning_the_same_rules_changes_nothing(routed, resources, engine, ins
     before = counts(engine)
     with engine.connect() as conn:
         snapshot = conn.execute(text("SELECT * FROM coexistence.registry ORDER BY policy_id")).all()
-    assert route(resources=resources, dagster_instance=instance).success
+    assert route(resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         assert conn.execute(text("SELECT * FROM coexistence.registry ORDER BY policy_id")).all() == snapshot
     assert counts(engine) == before
@@ -62,13 +63,13 @@ def test_rerunning_the_same_rules_changes_nothing(routed, resources, engine, ins
 
 def test_a_rule_change_moves_policies_and_a_reversal_moves_them_back(routed, resources, engine, instance, tmp_path):
     book = counts(engine)["routing.decisions"]
-    assert route(rules_file(tmp_path, "legacy_batch", "2.0.0"), resources=resources, dagster_instance=instance).success
+    assert route(rules_file(tmp_path, "legacy_batch", "2.0.0"), resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         targets = dict(conn.execute(text("SELECT planned_target, count(*) FROM coexistence.registry GROUP BY 1")).all())
         moved = conn.execute(text("SELECT count(*) FROM coexistence.history WHERE reason = 'routing decision changed'")).scalar_one()
     assert targets == {"legacy_batch": book}
     assert moved == book - routed.by_target.get("legacy_batch", 0)
-    assert route(resources=resources, dagster_instance=instance).success  # back to the default rules
+    assert route(resources=resources, launcher=InProcessLauncher(resources, instance)).success  # back to the default rules
     with engine.connect() as conn:
         back = dict(conn.execute(text("SELECT target, count(*) FROM routing.decisions GROUP BY 1")).all())
         reversals = conn.execute(text(
@@ -86,14 +87,14 @@ def test_pinned_and_migrated_policies_are_not_moved_but_conflicts_are_recorded(r
     with engine.begin() as conn:  # as a wave load will do
         conn.execute(text("UPDATE coexistence.registry SET system_of_record = 'new_platform', planned_target = 'new_platform' "
                           "WHERE policy_id = :p"), {"p": migrated})
-    assert route(rules_file(tmp_path, "coexistence_bridge", "3.0.0"), resources=resources, dagster_instance=instance).success
+    assert route(rules_file(tmp_path, "coexistence_bridge", "3.0.0"), resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert store.where(pinned)["planned_target"] == "dq_queue"
     assert store.where(migrated)["planned_target"] == "new_platform"
     assert store.where(plain)["planned_target"] == "coexistence_bridge"
     why = {c["policy_id"]: c["why"] for c in store.conflicts()}
     assert why == {pinned: "pinned by a manual override", migrated: "already migrated to the new platform"}
     # the same disagreement is recorded once, however often routing runs
-    assert route(rules_file(tmp_path, "coexistence_bridge", "3.0.0"), resources=resources, dagster_instance=instance).success
+    assert route(rules_file(tmp_path, "coexistence_bridge", "3.0.0"), resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert len(store.conflicts()) == 2
 
 

@@ -19,6 +19,7 @@ from resources.platform_activity import simulate_activity
 from resources.sync_store import sync_id
 from routing.waves import ROUTED
 from tests.book import run_one_wave, sample_book
+from tests.inprocess import InProcessLauncher
 
 NIGHT = date(2026, 11, 21)
 PLATFORM_TABLES = ("policy", "party", "coverage", "rating", "payment", "endorsement", "document", "claim_link")
@@ -44,8 +45,8 @@ def _day_2_delta(resources, instance, tmp_path, change_rate: float = 0.02) -> se
     """Ingest and apply a day-2 legacy delta; the policies whose legacy version changed."""
     write_delta(sample_book(), tmp_path / "day-2", day=2, seed=7, change_rate=change_rate)
     for source in ("mainframe_life", "pc_csv"):
-        assert ingest(tmp_path / "day-2" / source, source, "day-2", resources=resources, dagster_instance=instance).success
-    assert route(resources=resources, dagster_instance=instance).success
+        assert ingest(tmp_path / "day-2" / source, source, "day-2", resources=resources, launcher=InProcessLauncher(resources, instance)).success
+    assert route(resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with resources["database"].engine().connect() as conn:
         return set(conn.execute(text("SELECT policy_id FROM canonical.changes WHERE drop_key LIKE :d "
                                      "AND change <> 'new'"), {"d": "%:day-2"}).scalars())
@@ -98,7 +99,7 @@ def test_a_night_of_sync_leaves_both_sides_agreed_for_every_policy_and_a_second_
     after_activity = _platform_hashes(engine)
     assert {p for p in after_activity if after_activity[p] != before_activity.get(p)} == platform_changed
 
-    run = sync_night(NIGHT, resources=resources, dagster_instance=instance)
+    run = sync_night(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance))
     assert run.success, (run.error, run.failed_checks)
 
     with engine.connect() as conn:
@@ -152,15 +153,15 @@ def test_a_night_of_sync_leaves_both_sides_agreed_for_every_policy_and_a_second_
 
     # a second run the same night, and one the next night, find nothing and write nothing
     before = _snapshot(engine, home)
-    assert sync_night(NIGHT, resources=resources, dagster_instance=instance).success
-    assert sync_night(NIGHT + timedelta(days=1), resources=resources, dagster_instance=instance).success
+    assert sync_night(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance)).success
+    assert sync_night(NIGHT + timedelta(days=1), resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert _snapshot(engine, home) == before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sync.decisions WHERE night > :n"), {"n": NIGHT}).scalar_one() == 0
 
     # the wave still reconciles: what the sync changed is the sync's to prove, not a difference of the load
     from dagster_project.runner import reconcile_wave
-    assert reconcile_wave(day_1, resources=resources, dagster_instance=instance, compensate=False).success
+    assert reconcile_wave(day_1, resources=resources, launcher=InProcessLauncher(resources, instance), compensate=False).success
 
 
 @pytest.fixture
@@ -192,7 +193,7 @@ def test_each_conflict_rule_settles_a_policy_both_sides_changed(
     simulate_activity(engine, 2, only=[migrated, bridge], at=at)
     hashes = _platform_hashes(engine)
 
-    assert sync_night(NIGHT, resources=resources, dagster_instance=instance).success
+    assert sync_night(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         got = {r.policy_id: r for r in conn.execute(text(
             "SELECT * FROM sync.decisions WHERE night = :n AND policy_id IN (:a, :b)"),
@@ -218,7 +219,7 @@ def test_each_conflict_rule_settles_a_policy_both_sides_changed(
         return
 
     # queued conflicts wait, night after night, until someone settles them; then the sync carries the choice out
-    assert sync_night(NIGHT + timedelta(days=1), resources=resources, dagster_instance=instance).success
+    assert sync_night(NIGHT + timedelta(days=1), resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sync.decisions WHERE night > :n"), {"n": NIGHT}).scalar_one() == 0
     store = _sync_store(resources)
@@ -226,7 +227,7 @@ def test_each_conflict_rule_settles_a_policy_both_sides_changed(
     store.resolve(bridge, "new_platform", actor="tester", reason="the platform's correction stands", wal_id=1)
     with pytest.raises(LookupError):
         store.resolve(bridge, "legacy", actor="tester", reason="twice", wal_id=1)
-    assert sync_night(NIGHT, resources=resources, dagster_instance=instance).success  # the same night, again
+    assert sync_night(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance)).success  # the same night, again
     with engine.connect() as conn:
         settled = dict(conn.execute(text(
             "SELECT policy_id, action FROM sync.decisions WHERE night = :n AND policy_id IN (:a, :b) "
@@ -244,45 +245,30 @@ def test_a_night_that_fails_is_rolled_back_and_a_completed_one_can_be(day_1, res
     _day_2_delta(resources, instance, tmp_path, change_rate=0.1)
     simulate_activity(engine, 60, seed=3)
     before = _snapshot(engine, home)
-    run = sync_night(NIGHT, resources=resources, dagster_instance=instance, fault="fail:mid_load:sync/legacy_batch",
-                     compensate=False)
+    run = sync_night(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance),
+                     fault="fail:mid_load:sync/legacy_batch", compensate=False)
     assert not run.success and "InjectedFault" in run.error
     assert _snapshot(engine, home) != before  # the platform got legacy's versions before the batch failed
 
-    # the sensor, evaluated directly, asks for the night's rollback, once
-    from dagster_project.definitions import build_definitions
-    from dagster_project.runner import compensate_failed_syncs
-    sensor = build_definitions(resources=resources).resolve_sensor_def("sync_failure_sensor")
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        (request,) = sensor(context).run_requests
+    # the compensation sensor, evaluated as the daemon would, asks for the night's rollback, once
+    launcher = InProcessLauncher(resources, instance)
+    (request,) = launcher.requests_for(run.run_id)
     assert request.run_config["ops"]["plan_wave_rollback"]["config"]["wave_id"] == sync_id(NIGHT)
     assert request.tags["data_mash/launched_by"] == "compensation"
-    assert [r.success for r in compensate_failed_syncs(resources=resources, dagster_instance=instance)] == [True]
+    assert [r.success for r in launcher.compensations(run.run_id)] == [True]
     assert _snapshot(engine, home) == before
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        assert not sensor(context).run_requests  # rolled back: nothing left to undo
+    assert launcher.requests_for(run.run_id) == []  # compensated once
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM sync.nights WHERE night = :n"), {"n": NIGHT}).scalar_one() \
             == "rolled_back"
 
     # the night runs again cleanly, then is rolled back by hand: everything as before, twice over
-    assert sync_night(NIGHT, resources=resources, dagster_instance=instance).success
+    assert sync_night(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert _snapshot(engine, home) != before
-    assert rollback_sync(NIGHT, resources=resources, dagster_instance=instance).success
+    assert rollback_sync(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert _snapshot(engine, home) == before
-    assert rollback_sync(NIGHT, resources=resources, dagster_instance=instance).success
+    assert rollback_sync(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert _snapshot(engine, home) == before
-
-    # a worker that dies mid-write leaves the night running with an intent nobody holds: the sensor sees it
-    assert sync_night(NIGHT, resources=resources, dagster_instance=instance).success
-    store = resources["wal"].store()
-    store.begin(namespace="sync", operation="sync_new_platform", target="sync/new_platform", key="sync:dead-worker",
-                payload={}, wave=sync_id(NIGHT))
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE sync.nights SET status = 'running' WHERE night = :n"), {"n": NIGHT})
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        (request,) = sensor(context).run_requests
-    assert "worker died" in request.run_config["ops"]["plan_wave_rollback"]["config"]["reason"]
 
 
 def test_the_schedule_syncs_the_night_that_ended_at_the_configured_time_and_zone(resources):

@@ -16,6 +16,7 @@ from resources.database import sqlalchemy_url
 from resources.intake_store import IntakeStore, partition_name, staging_table_name
 from resources.wal import WalStore, WriteAheadLog
 from tests.book import manifest, sample_book
+from tests.inprocess import InProcessLauncher
 
 
 def probe_asset(behaviour: str, key: str = "probe-key"):
@@ -162,9 +163,14 @@ def test_a_crashed_load_is_recovered_exactly_once(resources, engine, database_ur
     env = {**os.environ, "DATA_MASH_DATABASE_URL": database_url, "DATA_MASH_HOME": str(home),
            "DAGSTER_HOME": str(home / "dagster_home"), "DATA_MASH_LANDING": resources["landing"].path,
            "DATA_MASH_FAULT": "mid_load:legacy/pc_csv/policies"}
-    crashed = subprocess.run([sys.executable, "-m", "dagster_project.cli", "ingest", str(book / "pc_csv"),
-                              "--source", "pc_csv", "--drop-id", "day-1"], env=env, capture_output=True, text=True)
-    assert crashed.returncode == 137, crashed.stderr
+    env["DATA_MASH_UI_PORT"] = "0"
+    try:  # the CLI starts this project's Dagster; its run worker dies mid-load, and the CLI reports the failed run
+        crashed = subprocess.run([sys.executable, "-m", "dagster_project.cli", "ingest", str(book / "pc_csv"),
+                                  "--source", "pc_csv", "--drop-id", "day-1"], env=env, capture_output=True, text=True)
+    finally:
+        subprocess.run([sys.executable, "-m", "dagster_project.cli", "services", "stop"], env=env, capture_output=True)
+    assert crashed.returncode == 1, crashed.stderr
+    assert "exited with code 137" in " ".join(crashed.stdout.split()), crashed.stdout
     store = WalStore(engine)
     with engine.connect() as conn:
         pending = conn.execute(text("SELECT id, attempts FROM wal.intents WHERE status = 'pending'")).all()
@@ -180,7 +186,7 @@ def test_a_crashed_load_is_recovered_exactly_once(resources, engine, database_ur
 
     # recovery runs on the same Dagster instance the crashed run used (it knows the drop's partition)
     with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
-        outcomes = recover(resources=resources, dagster_instance=instance, now=later)
+        outcomes = recover(resources=resources, launcher=InProcessLauncher(resources, instance), now=later)
     assert [(o.intent_id, o.action, o.success) for o in outcomes] == [(intent_id, "relaunched", True)]
     intent = store.get(intent_id)
     assert (intent["status"], intent["attempts"]) == ("committed", 2)
@@ -223,7 +229,7 @@ def test_every_asset_writes_through_the_wal_and_says_so(resources, engine, insta
     for key in graph.get_all_asset_keys():
         assert "wal" in graph.get(key).assets_def.required_resource_keys, f"{key.to_user_string()} bypasses the WAL"
     book = sample_book()
-    outcome = ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, dagster_instance=instance)
+    outcome = ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance))
     store = WalStore(engine)
     for kind in ("policies", "coverages"):
         key = dg.AssetKey(["legacy", "pc_csv", kind])
@@ -235,8 +241,8 @@ def test_every_asset_writes_through_the_wal_and_says_so(resources, engine, insta
 
 def test_audit_trail_lists_the_writes_that_touched_a_policy(resources, engine, instance):
     book = sample_book()
-    assert ingest(book / "mainframe_life", "mainframe_life", "day-1", resources=resources, dagster_instance=instance).success
-    assert ingest(book / "mainframe_life", "mainframe_life", "day-1", resources=resources, dagster_instance=instance).success
+    assert ingest(book / "mainframe_life", "mainframe_life", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
+    assert ingest(book / "mainframe_life", "mainframe_life", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     store = IntakeStore(engine)
     part = partition_name(staging_table_name("mainframe_life", "coverages"), "day-1")
     with engine.connect() as conn:

@@ -16,6 +16,7 @@ from legacy.outbound import read_policies
 from resources.wave_store import WaveStore
 from routing.waves import ROUTED, WaveSpec
 from tests.book import NO_GATES
+from tests.inprocess import InProcessLauncher
 
 NEW_PLATFORM_TABLES = ("policy", "party", "coverage", "rating", "payment", "endorsement", "document", "claim_link")
 # what the targets and the registry hold: a withdrawn legacy batch file stays on record as withdrawn, and its
@@ -59,7 +60,7 @@ def waves(routed_book, engine):
 
 def test_a_wave_loads_every_target_reconciles_and_reruns_without_change(waves, resources, engine, instance):
     store, ids = waves
-    run = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    run = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert run.success, (run.error, run.failed_checks)
     wave = store.wave(ids[0])
     assert wave["status"] == "completed"
@@ -85,7 +86,7 @@ def test_a_wave_loads_every_target_reconciles_and_reruns_without_change(waves, r
     assert {r["target"] for r in wave["report"]} == set(by_target)
 
     before = snapshot(engine)
-    again = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    again = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert again.success, again.error
     assert snapshot(engine) == before  # a rerun of the same wave changes nothing, down to load times
 
@@ -96,7 +97,7 @@ def test_a_wave_that_fails_a_gate_loads_nothing(waves, resources, engine, instan
     with engine.begin() as conn:
         conn.execute(text("UPDATE waves.waves SET gates = jsonb_set(gates, '{mean_dq_score}', '100.5') WHERE wave_id = :w"),
                      {"w": ids[0]})
-    run = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    run = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not run.success and "waves/candidates: waves_candidates_dq_score" in run.failed_checks
     assert run.rollbacks == []  # nothing was loaded, nothing to undo
     assert snapshot(engine) == before
@@ -105,10 +106,10 @@ def test_a_wave_that_fails_a_gate_loads_nothing(waves, resources, engine, instan
 
 def test_a_load_that_fails_partway_is_rolled_back_automatically(waves, resources, engine, instance):
     store, ids = waves
-    assert run_wave(ids[0], resources=resources, dagster_instance=instance).success
+    assert run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
     outbound = resources["targets"].outbound_dir()
     before = snapshot(engine, outbound)
-    run = run_wave(ids[1], resources=resources, dagster_instance=instance,
+    run = run_wave(ids[1], resources=resources, launcher=InProcessLauncher(resources, instance),
                    fault="fail:mid_load:targets/coexistence_bridge")
     assert not run.success and "fault injected by configuration" in run.error
     assert [r.success for r in run.rollbacks] == [True]
@@ -128,7 +129,7 @@ def test_a_load_that_fails_partway_is_rolled_back_automatically(waves, resources
     # a second rollback changes nothing, and writes nothing to the WAL
     with engine.connect() as conn:
         entries = conn.execute(text("SELECT count(*) FROM wal.log")).scalar_one()
-    assert rollback_wave(ids[1], resources=resources, dagster_instance=instance).success
+    assert rollback_wave(ids[1], resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert snapshot(engine, outbound) == before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM wal.log")).scalar_one() == entries
@@ -137,12 +138,12 @@ def test_a_load_that_fails_partway_is_rolled_back_automatically(waves, resources
 def test_a_failed_reconciliation_rolls_the_wave_back(waves, resources, engine, instance):
     store, ids = waves
     before = snapshot(engine)
-    assert run_wave(ids[0], resources=resources, dagster_instance=instance).success
+    assert run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.begin() as conn:  # a cent lost on the new platform
         victim = conn.execute(text("UPDATE new_platform.rating SET annual_premium = annual_premium - 0.01 WHERE "
                                    "policy_number = (SELECT min(policy_number) FROM new_platform.rating) "
                                    "RETURNING policy_number")).scalar_one()
-    run = reconcile_wave(ids[0], resources=resources, dagster_instance=instance)
+    run = reconcile_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not run.success
     assert {"targets/new_platform: targets_new_platform_money_totals",
             "targets/new_platform: targets_new_platform_content_hash"} <= set(run.failed_checks)
@@ -156,12 +157,12 @@ def test_one_policy_can_be_rolled_back_and_the_rest_of_the_wave_stays(waves, res
     store, ids = waves
     with engine.connect() as conn:
         registry_before = {r[0]: tuple(r) for r in conn.execute(text("SELECT * FROM coexistence.registry")).all()}
-    assert run_wave(ids[0], resources=resources, dagster_instance=instance).success
+    assert run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         policy = conn.execute(text("SELECT policy_id FROM waves.candidates WHERE wave_id = :w AND target = 'new_platform' "
                                    "ORDER BY policy_id LIMIT 1"), {"w": ids[0]}).scalar_one()
     counts_before = counts(engine)
-    assert rollback_wave(ids[0], policy_id=policy, resources=resources, dagster_instance=instance).success
+    assert rollback_wave(ids[0], policy_id=policy, resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         left = sum(conn.execute(text(f"SELECT count(*) FROM new_platform.{t} WHERE policy_number = :p"),
                                 {"p": policy}).scalar_one() for t in NEW_PLATFORM_TABLES)
@@ -170,27 +171,30 @@ def test_one_policy_can_be_rolled_back_and_the_rest_of_the_wave_stays(waves, res
     assert left == 0 and row == registry_before[policy]
     assert others == counts_before["new_platform.policy"] - 1
     assert store.wave(ids[0])["status"] == "completed"
-    assert reconcile_wave(ids[0], resources=resources, dagster_instance=instance).success  # the rest still reconciles
+    assert reconcile_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success  # the rest still reconciles
     again = counts(engine)
-    assert rollback_wave(ids[0], policy_id=policy, resources=resources, dagster_instance=instance).success
+    assert rollback_wave(ids[0], policy_id=policy, resources=resources, launcher=InProcessLauncher(resources, instance)).success
     assert counts(engine) == again  # idempotent
 
 
-def test_the_failure_sensor_asks_for_a_rollback_only_when_something_was_loaded(waves, resources, engine, instance):
+def test_the_compensation_sensor_asks_for_a_rollback_only_when_something_was_loaded(waves, resources, engine, instance):
     store, ids = waves
-    assert not run_wave(ids[1], resources=resources, dagster_instance=instance,
-                        fault="fail:mid_load:targets/new_platform", compensate=False).success
-    sensor = build_definitions(resources=resources).resolve_sensor_def("wave_failure_sensor")
-    failed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=1)[0]
-    event = next(iter(instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE))).dagster_event
-    with dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event, dagster_instance=instance,
-                                            dagster_run=failed, resources=resources) as context:
-        result = sensor(context.for_run_failure())
+    launcher = InProcessLauncher(resources, instance)
+    run = run_wave(ids[1], resources=resources, launcher=launcher, fault="fail:mid_load:targets/new_platform",
+                   compensate=False)
+    assert not run.success
     # the new platform load failed inside its transaction: its entry is failed, and undoing it is still asked for,
     # since an earlier attempt may have committed rows under the same entry
-    assert isinstance(result, dg.RunRequest)
-    assert result.run_key == f"rollback:{ids[1]}:attempt-1"
-    assert result.run_config["ops"]["plan_wave_rollback"]["config"]["wave_id"] == ids[1]
+    (request,) = launcher.requests_for(run.run_id)
+    assert request.run_key == f"rollback:{run.run_id}"
+    assert request.tags["data_mash/compensates"] == run.run_id
+    assert request.run_config["ops"]["plan_wave_rollback"]["config"]["wave_id"] == ids[1]
+    # a rerun stopped before it loaded anything asks for nothing (the wave's earlier load is left alone)
+    store.set_status(ids[1], "approved", allowed_from=("failed",), approved_by="tester")
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE new_platform.rating DROP COLUMN billing_mode"))
+    gated = run_wave(ids[1], resources=resources, launcher=launcher, compensate=False)
+    assert not gated.success and launcher.requests_for(gated.run_id) == []
 
 
 def test_a_target_schema_that_is_not_as_the_mapping_says_stops_the_wave_before_any_load(waves, resources, engine, instance):
@@ -198,7 +202,7 @@ def test_a_target_schema_that_is_not_as_the_mapping_says_stops_the_wave_before_a
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE new_platform.rating DROP COLUMN billing_mode"))
     before = snapshot(engine)
-    run = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    run = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not run.success and "waves/candidates: waves_candidates_target_readiness" in run.failed_checks
     assert snapshot(engine) == before
     assert "new_platform.rating is missing or has other columns" in store.wave(ids[0])["status_reason"]
@@ -208,7 +212,7 @@ def test_a_queued_policy_re_enters_a_later_wave_once_remediated(waves, resources
     from resources.coexistence_store import CoexistenceStore
 
     store, ids = waves
-    assert run_wave(ids[0], resources=resources, dagster_instance=instance).success
+    assert run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         queued = conn.execute(text("SELECT policy_id, reasons FROM targets.dq_queue WHERE wave_id = :w ORDER BY 1 LIMIT 1"),
                               {"w": ids[0]}).one()
@@ -225,7 +229,7 @@ def test_a_queued_policy_re_enters_a_later_wave_once_remediated(waves, resources
         "field": "policy_id", "operator": "equals", "value": queued.policy_id}, 10, datetime.now(timezone.utc),
         dict(NO_GATES))], "tester")
     store.set_status(later, "approved", allowed_from=("draft",), approved_by="tester")
-    run = run_wave(later, resources=resources, dagster_instance=instance)
+    run = run_wave(later, resources=resources, launcher=InProcessLauncher(resources, instance))
     with engine.connect() as conn:
         released = conn.execute(text("SELECT released_by_wave FROM targets.dq_queue WHERE policy_id = :p"),
                                 {"p": queued.policy_id}).scalar_one()
@@ -235,22 +239,21 @@ def test_a_queued_policy_re_enters_a_later_wave_once_remediated(waves, resources
     assert released == later and system == "new_platform"
 
 
-def test_the_reconciliation_sensor_asks_for_the_rollback_of_a_wave_whose_reconciliation_failed(waves, resources, engine,
-                                                                                              instance):
+def test_a_failed_reconciliation_fails_its_run_and_the_compensation_sensor_rolls_the_wave_back(waves, resources, engine,
+                                                                                                instance):
     store, ids = waves
-    assert run_wave(ids[0], resources=resources, dagster_instance=instance).success
-    sensor = build_definitions(resources=resources).resolve_sensor_def("wave_reconciliation_sensor")
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        assert sensor(context).run_requests == []
+    launcher = InProcessLauncher(resources, instance)
+    loaded = run_wave(ids[0], resources=resources, launcher=launcher)
+    assert loaded.success and launcher.requests_for(loaded.run_id) == []
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM new_platform.claim_link WHERE wave_id = :w AND policy_number = "
                           "(SELECT min(policy_number) FROM new_platform.claim_link WHERE wave_id = :w)"), {"w": ids[0]})
-    assert not reconcile_wave(ids[0], resources=resources, dagster_instance=instance, compensate=False).success
+    failed = reconcile_wave(ids[0], resources=resources, launcher=launcher, compensate=False)
+    assert not failed.success and "targets/new_platform: targets_new_platform_row_counts" in failed.failed_checks
     assert store.wave(ids[0])["status_reason"].startswith("reconciliation failed: new_platform row_counts DIFFERS")
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        result = sensor(context)
-    assert [(r.run_key, r.run_config["ops"]["plan_wave_rollback"]["config"]["wave_id"]) for r in result.run_requests] == [
-        (f"rollback:{ids[0]}:attempt-1", ids[0])]
+    (request,) = launcher.requests_for(failed.run_id)
+    assert (request.run_key, request.run_config["ops"]["plan_wave_rollback"]["config"]["wave_id"]) == (
+        f"rollback:{failed.run_id}", ids[0])
 
 
 def test_waves_selecting_at_the_same_time_never_share_a_policy(routed_book, engine):

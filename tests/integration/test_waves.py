@@ -11,6 +11,7 @@ from dagster_project.definitions import build_definitions
 from dagster_project.runner import run_wave
 from resources.wave_store import WaveError, WaveStore
 from routing.waves import propose_plan
+from tests.inprocess import InProcessLauncher
 
 
 @pytest.fixture
@@ -47,11 +48,11 @@ def test_a_wave_selects_its_policies_once_and_the_next_wave_excludes_them(planne
     store, plan_id, ids = planned
     for wave_id in ids[:2]:
         store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="tester")
-    first = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    first = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert first.success, first.error
-    again = run_wave(ids[0], resources=resources, dagster_instance=instance)  # a rerun replaces its selection
+    again = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))  # a rerun replaces its selection
     assert again.success
-    assert run_wave(ids[1], resources=resources, dagster_instance=instance).success
+    assert run_wave(ids[1], resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         rows = conn.execute(text(
             "SELECT c.wave_id, c.policy_id, d.target, r.system_of_record, p.status, p.dq_score, p.line_of_business "
@@ -70,13 +71,13 @@ def test_gates_pass_for_a_clean_wave_and_stop_a_wave_that_falls_short(planned, r
     store, plan_id, ids = planned
     for wave_id in ids[:2]:
         store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="tester")
-    clean = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    clean = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert clean.success and clean.failed_checks == []
     assert store.wave(ids[0])["status"] == "completed"
     with engine.begin() as conn:  # a stricter wave: its mean DQ score cannot reach 100.5
         conn.execute(text("UPDATE waves.waves SET gates = jsonb_set(gates, '{mean_dq_score}', '100.5') WHERE wave_id = :w"),
                      {"w": ids[1]})
-    strict = run_wave(ids[1], resources=resources, dagster_instance=instance)
+    strict = run_wave(ids[1], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not strict.success
     assert "waves/candidates: waves_candidates_dq_score" in strict.failed_checks
     wave = store.wave(ids[1])
@@ -86,12 +87,12 @@ def test_gates_pass_for_a_clean_wave_and_stop_a_wave_that_falls_short(planned, r
 def test_business_rules_name_the_policies_that_break_them(planned, resources, engine, instance):
     store, plan_id, ids = planned
     store.set_status(ids[0], "approved", allowed_from=("draft",), approved_by="tester")
-    assert run_wave(ids[0], resources=resources, dagster_instance=instance).success
+    assert run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.begin() as conn:
         victim = conn.execute(text("SELECT policy_id FROM waves.candidates WHERE wave_id = :w ORDER BY policy_id LIMIT 1"),
                               {"w": ids[0]}).scalar_one()
         conn.execute(text("UPDATE canonical.policies SET annual_premium = -1 WHERE policy_id = :p"), {"p": victim})
-    again = run_wave(ids[0], resources=resources, dagster_instance=instance)
+    again = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not again.success and "waves/candidates: waves_candidates_business_rules" in again.failed_checks
     reason = store.wave(ids[0])["status_reason"]
     assert "business_rules failed" in reason and victim in reason
