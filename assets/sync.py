@@ -31,6 +31,7 @@ NEW_PLATFORM = dg.AssetKey(["sync", "new_platform"])
 LEGACY_BATCH = dg.AssetKey(["sync", "legacy_batch"])
 DQ_QUEUE = dg.AssetKey(["sync", "dq_queue"])
 REPORT = dg.AssetKey(["sync", "report"])
+SYNC_KEYS = (CHANGES, NEW_PLATFORM, LEGACY_BATCH, DQ_QUEUE, REPORT)  # partitioned by night
 NIGHTLY_SYNC_JOB = "nightly_sync_job"
 SYNC_FAILED = "sync failed"
 STEP_FAILED = "sync step failed"

@@ -57,6 +57,7 @@ def _load(context: dg.AssetExecutionContext, wal: WriteAheadLog, targets: Target
                                            reason=f"{LOAD_FAILED}: {asset_key}: {type(error).__name__}: {error}"[:2000])
         raise
     return dg.MaterializeResult(metadata={
+        "state": "loaded",
         "dagster/row_count": sum(result.rows.values()),
         "wave": wave_id,
         "policies": result.policies,
@@ -138,7 +139,8 @@ def check_name(target: str, name: str) -> str:
 
 
 def _reconciliation_check(target: str):
-    specs = [dg.AssetCheckSpec(check_name(t, n), asset=key, blocking=True, description=d)
+    specs = [dg.AssetCheckSpec(check_name(t, n), asset=key, blocking=True, description=d,
+                               partitions_def=WAVES_PARTITIONS)  # each wave's reconciliation on its own partition
              for (t, n), (key, d) in RECONCILIATION_CHECKS.items() if t == target]
 
     @dg.multi_asset_check(specs=specs, name=f"{target}_reconciliation")
@@ -195,6 +197,7 @@ def wave_report(context: dg.AssetExecutionContext, wal: WriteAheadLog, targets: 
                                 reason=f"loaded and reconciled at {reconciled:%Y-%m-%d %H:%M:%S %Z}")
         intent.result = {"rows": len(report)}
     return dg.MaterializeResult(metadata={
+        "state": "loaded",
         "dagster/row_count": len(report),
         "wave": f"{wave_id}: {wave['name']}",
         "policies": sum(r["policies"] for r in report),

@@ -38,6 +38,7 @@ def wave_candidates(context: dg.AssetExecutionContext, database: DatabaseResourc
         by_target = store.candidate_targets(wave_id)
         intent.result = {"selected": selected, "by_target": by_target}
     return dg.MaterializeResult(metadata={
+        "state": "selected",
         "dagster/row_count": selected,
         "by_target": dg.MetadataValue.json(by_target),
         "target": wave["target"],
@@ -74,7 +75,8 @@ def _gate_markdown(result) -> str:
 
 
 @dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(f"waves_candidates_{g}", asset=CANDIDATES, blocking=True, description=GATE_DESCRIPTIONS[g])
+    specs=[dg.AssetCheckSpec(f"waves_candidates_{g}", asset=CANDIDATES, blocking=True, description=GATE_DESCRIPTIONS[g],
+                             partitions_def=WAVES_PARTITIONS)  # each wave's gates stand on its own partition
            for g in GATES],
     name="wave_gates",
 )

@@ -13,9 +13,9 @@ import warnings
 
 import dagster as dg
 
-from assets.sync import NIGHTLY_SYNC_JOB
-from assets.targets import OPERATIONS, RECONCILE_JOB, reconcile_wave_job
-from assets.waves import run_wave_job
+from assets.sync import NIGHTLY_SYNC_JOB, SYNC_KEYS
+from assets.targets import OPERATIONS, RECONCILE_JOB, REPORT, TARGET_KEYS, reconcile_wave_job
+from assets.waves import CANDIDATES, run_wave_job
 from dagster_project.launcher import COMPENSATES
 from resources.sync_store import OPERATIONS as SYNC_OPERATIONS
 from resources.sync_store import PREFIX as SYNC_PREFIX
@@ -26,6 +26,7 @@ from resources.wave_store import WaveStore
 from routing.sync import load_sync_rules
 
 ROLLBACK_JOB = "rollback_wave_job"
+ROLLED_BACK = "rolled back"  # the `state` of a rolled-back wave's (night's) partitions; a load says `loaded`
 LOADS = tuple(OPERATIONS.values())
 COMPENSABLE = ("select_candidates", *LOADS, *SYNC_OPERATIONS)
 SYNC_WRITES = SYNC_OPERATIONS[1:]
@@ -103,11 +104,31 @@ def close_wave_rollback(context: dg.OpExecutionContext, result: dict, targets: T
     elif not policy_id and (result["undone"] or waves.wave(wave_id)["status"] != "rolled_back"):
         waves.set_status(wave_id, "rolled_back", allowed_from=("approved", "running", "failed", "completed"),
                          reason=f"rolled back: {result['reason']}; {len(result['undone'])} WAL entries undone")
+    if not policy_id:
+        supersede_partitions(context, wave_id, result["reason"], len(result["undone"]))
     rows = sum(v for u in result["undone"] for k, v in u.items()
                if isinstance(v, int) and k not in ("entry", "compensation"))
     return dg.Output(None, metadata={
         "wave": wave_id, "policy": policy_id or "whole wave", "entries_undone": len(result["undone"]),
         "rows_and_files_undone": rows, "steps": dg.MetadataValue.json(result["undone"])})
+
+
+def wave_asset_keys(unit: str) -> tuple[str, list[dg.AssetKey]]:
+    """The partition and the partitioned assets that hold a wave's (or a night of sync's) materializations."""
+    if unit.startswith(SYNC_PREFIX):
+        return night_of(unit).isoformat(), list(SYNC_KEYS)
+    return unit, [CANDIDATES, *TARGET_KEYS, REPORT]
+
+
+def supersede_partitions(context: dg.OpExecutionContext, unit: str, reason: str, undone: int) -> None:
+    """After a whole rollback, the wave's (night's) partitions say so: each gets a new materialization, state
+    `rolled back`, no rows, with the reason and this run, superseding the load it undid. (Dagster's open-source
+    event log storages refuse `wipe_asset_partitions`; a superseding event is the public way that works.)"""
+    partition, keys = wave_asset_keys(unit)
+    for key in keys:
+        context.log_event(dg.AssetMaterialization(asset_key=key, partition=partition, metadata={
+            "state": ROLLED_BACK, "dagster/row_count": 0, "reason": reason, "wal_entries_undone": undone,
+            "rollback_run": dg.MetadataValue.dagster_run(context.run.run_id)}))
 
 
 @dg.job(name=ROLLBACK_JOB, description="Undo a wave, or one policy of it, in reverse order of its WAL entries: delete "

@@ -421,7 +421,7 @@ class WriteAheadLog(dg.ConfigurableResource):
         if self.fault and self.fault == f"hold:{point}:{asset_key}":
             time.sleep(HOLD_SECONDS)  # a worker stuck there: drills kill it from outside (SIGKILL, a restart)
         if self.fault and self.fault == f"fail:{point}:{asset_key}":
-            raise InjectedFault(f"fault injected by configuration at {point} of {asset_key} (DATA_MASH_FAULT)")
+            raise InjectedFault(f"fault injected at {point} of {asset_key} (the wal resource's fault setting)")
 
     @contextmanager
     def intent(

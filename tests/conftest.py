@@ -95,11 +95,15 @@ def engine(resources):
 
 
 @pytest.fixture
-def instance(home):
-    """A real, temporary Dagster instance (runs, events, dynamic partitions)."""
+def instance(home, resources):
+    """A real Dagster instance (runs, events, dynamic partitions) with its storage in PostgreSQL, as the product's:
+    the schema `dagster` of the test's database."""
     import dagster as dg
 
-    with dg.instance_for_test() as inst:
+    from dagster_project.instance import storage_url
+
+    with dg.instance_for_test(overrides={"storage": {"postgres": {
+            "postgres_url": storage_url(resources["database"])}}}) as inst:
         yield inst
 
 

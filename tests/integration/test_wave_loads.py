@@ -111,12 +111,27 @@ def test_a_load_that_fails_partway_is_rolled_back_automatically(waves, resources
     before = snapshot(engine, outbound)
     run = run_wave(ids[1], resources=resources, launcher=InProcessLauncher(resources, instance),
                    fault="fail:mid_load:targets/coexistence_bridge")
-    assert not run.success and "fault injected by configuration" in run.error
-    assert [r.success for r in run.rollbacks] == [True]
+    assert not run.success and "fault injected at" in run.error
+    assert [r.success for r in run.rollbacks] == [True], [r.error for r in run.rollbacks]
     assert snapshot(engine, outbound) == before
     assert (outbound / "legacy_batch" / "withdrawn").exists()  # the withdrawn file is kept aside, not deleted
     wave = store.wave(ids[1])
     assert wave["status"] == "rolled_back"
+    # Dagster's asset state says the same: the rolled-back wave's partitions are superseded by the rollback (state
+    # rolled back, no rows), the loaded wave's still say loaded
+    from assets.targets import REPORT, TARGET_KEYS
+    from assets.waves import CANDIDATES
+
+    def latest(key, wave_id):
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[wave_id]), limit=1).records
+        metadata = record.asset_materialization.metadata
+        return metadata["state"].value, metadata["dagster/row_count"].value > 0, record.run_id
+
+    rolled = [latest(k, ids[1]) for k in (CANDIDATES, *TARGET_KEYS)]
+    assert [(s, rows) for s, rows, _ in rolled] == [("rolled back", False)] * 5
+    assert {run_id for *_, run_id in rolled} == {run.rollbacks[0].run_id}
+    assert [latest(k, ids[0])[:2] for k in (*TARGET_KEYS, REPORT)] == [("loaded", True)] * 5
     with engine.connect() as conn:
         statuses = dict(conn.execute(text("SELECT operation, status FROM wal.intents WHERE wave = :w "
                                           "AND namespace = 'targets'"), {"w": ids[1]}).all())
