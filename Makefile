@@ -9,7 +9,7 @@ SEED     ?= 42
 export DATA_MASH_HOME ?= $(CURDIR)/.data-mash
 export DAGSTER_HOME   ?= $(DATA_MASH_HOME)/dagster_home
 
-.PHONY: setup demo test ui bench clean
+.PHONY: setup demo test test-fast ui bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ demo: $(STAMP)
 
 ## The whole test suite against a real PostgreSQL (DATA_MASH_TEST_DATABASE_URL, else embedded).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+## The fast tier (a few minutes): everything but the tests that start a real Dagster (daemon tier, CLI processes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m "not daemon"
 
 ## The Dagster UI (webserver, daemon, code server) on the instance the CLI uses; started once, kept running.
 ui: $(STAMP)

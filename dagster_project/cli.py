@@ -881,9 +881,15 @@ def _print_waves(waves, title: str) -> None:
 
 
 @wave_app.command("list")
-def wave_list() -> None:
+def wave_list(as_json: bool = typer.Option(False, "--json", help="One JSON object per wave, for scripts.")) -> None:
     """Every wave of every plan."""
     waves = _waves().waves()
+    if as_json:
+        keys = ("wave_id", "plan_id", "number", "name", "target", "status", "status_reason", "estimated", "size_cap",
+                "scheduled_start", "attempts")
+        print(json.dumps([{k: (w[k].isoformat() if hasattr(w[k], "isoformat") else w[k]) for k in keys if k in w}
+                          for w in waves], indent=2))
+        return
     if not waves:
         out.print("No wave planned yet: `data-mash generate-plan`.")
         return

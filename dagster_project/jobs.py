@@ -22,7 +22,11 @@ def build_ingest_job(source: str) -> "dg.UnresolvedAssetJobDefinition":
     return dg.define_asset_job(
         name=ingest_job_name(source),
         selection=dg.AssetSelection.groups(f"legacy_{source}", f"canonical_{source}"),
-        description=f"Decode, stage, quarantine and profile one {source} drop, then map it to the canonical model.",
+        description=(f"Decode, stage, quarantine and profile one {source} drop, then map it to the canonical model. A "
+                     "run whose worker dies is run again by Dagster (run retries) from the step that did not finish, "
+                     "so the drop is taken whole; a step that fails is not retried."),
+        # staging and mapping a drop are idempotent per file (WAL keys): a crashed run is finished, not undone
+        tags={"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"},
     )
 
 

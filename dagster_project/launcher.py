@@ -21,6 +21,8 @@ from dagster_project.instance import dagster_home
 
 COMPENSATES = "data_mash/compensates"  # tag of a compensation run: the run it undoes
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
 @dataclass
@@ -119,6 +121,10 @@ class DagsterLauncher:
             detail = f": {error.body}" if getattr(error, "body", None) else ""
             raise LaunchError(f"Dagster refused to run {job_name}"
                               + (f" for {partition_key}" if partition_key else "") + f" ({error}{detail})") from error
+
+    def in_progress(self, tags: dict[str, str]) -> list[dg.DagsterRun]:
+        """Runs with these tags that are queued or running: a wave or night has at most one at a time."""
+        return list(self.instance.get_runs(dg.RunsFilter(tags=tags, statuses=IN_PROGRESS)))
 
     def add_partitions(self, partitions_def_name: str, keys: list[str]) -> None:
         known = set(self.instance.get_dynamic_partitions(partitions_def_name))

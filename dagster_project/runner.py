@@ -33,6 +33,16 @@ def launcher_for(launcher, resources: dict | None = None):
     return DagsterLauncher(resolved["database"], say=lambda message: print(message, file=sys.stderr))
 
 
+def refuse_second_run(launcher, tags: dict[str, str], what: str) -> None:
+    """One run per wave (night) at a time: Dagster's queue holds a second one back; the CLI does not even ask."""
+    from dagster_project.launcher import LaunchError
+
+    if busy := launcher.in_progress(tags):
+        run = busy[0]
+        raise LaunchError(f"{what} already has run {run.run_id} ({run.status.value.lower()}); wait for it to end (the "
+                          f"Dagster UI, Runs) before running it again")
+
+
 def fault_config(fault: str | None) -> dict | None:
     """Run config that injects a fault into this run's WAL resource only (demos and drills)."""
     return {"resources": {"wal": {"config": {"fault": fault}}}} if fault else None
@@ -66,8 +76,9 @@ def default_drop_id(path: Path, digest: str) -> str:
 
 
 def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resources: dict | None = None,
-           launcher=None) -> IngestOutcome:
-    """Place a drop in the landing folder, register it, and materialize its intake assets through Dagster."""
+           launcher=None, fault: str | None = None) -> IngestOutcome:
+    """Place a drop in the landing folder, register it, and materialize its intake assets through Dagster (a run
+    whose worker dies is retried by Dagster, and followed here to the end). `fault`: a drill, as for waves."""
     source = load_source(source_name)
     resolved = resources or resources_for_environment(resolved=True)
     landing, database = resolved["landing"], resolved["database"]
@@ -85,6 +96,7 @@ def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resource
     launcher = launcher_for(launcher, resources)
     launcher.add_partitions(drops_partitions_name(source.name), [drop_id])
     run = launcher.run(ingest_job_name(source.name), partition_key=drop_id, label=f"ingest {source.name} {drop_id}",
+                       run_config=fault_config(fault),
                        tags={"data_mash/source": source.name, "data_mash/drop": f"{source.name}:{drop_id}",
                              "data_mash/content_hash": digest, "data_mash/launched_by": "cli"})
     return IngestOutcome(source.name, drop_id, run.run_id, run.success, file_outcomes(store, source.name, drop_id),
@@ -246,6 +258,7 @@ def run_wave(wave_id: str, *, resources: dict | None = None, launcher=None, faul
     from assets.waves import RUN_WAVE_JOB, WAVES_PARTITIONS
 
     launcher = launcher_for(launcher, resources)
+    refuse_second_run(launcher, {"data_mash/wave": wave_id}, f"wave {wave_id}")
     launcher.add_partitions(WAVES_PARTITIONS.name, [wave_id])
     run = launcher.run(RUN_WAVE_JOB, partition_key=wave_id, run_config=fault_config(fault), label=f"wave {wave_id}",
                        tags={"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
@@ -282,6 +295,7 @@ def sync_night(night=None, *, resources: dict | None = None, launcher=None, faul
 
     night = night or tonight()
     launcher = launcher_for(launcher, resources)
+    refuse_second_run(launcher, {"data_mash/sync": sync_id(night)}, f"the night of {night}")
     run = launcher.run(NIGHTLY_SYNC_JOB, partition_key=night.isoformat(), run_config=fault_config(fault),
                        label=f"sync night {night}",
                        tags={"data_mash/sync": sync_id(night), "data_mash/launched_by": "cli"})

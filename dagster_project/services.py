@@ -31,7 +31,7 @@ LOCATION = "data_mash"
 CARRIED = ("DATA_MASH_HOME", "DAGSTER_HOME", "DATA_MASH_DATABASE_URL", "DATA_MASH_LANDING", "DATA_MASH_OUTBOUND")
 
 
-STARTED: list[Path] = []  # state files of the services this process started (tests stop them after)
+STARTED: list[int] = []  # process groups of the services this process started (tests end them after)
 
 
 class ServicesError(RuntimeError):
@@ -145,7 +145,7 @@ def start(*, timeout: float = 180.0, say=None) -> Services:
                                    cwd=home, start_new_session=True, env={**os.environ, "DAGSTER_HOME": str(home)})
     _state_file().write_text(json.dumps({"pid": process.pid, "url": url, "log": str(log),
                                          "environment": _environment()}))
-    STARTED.append(_state_file())
+    STARTED.append(process.pid)
     services = Services(url, process.pid, started_now=True, log=log)
     if say:
         say(f"Started Dagster for this project (webserver, daemon, code server; pid {process.pid}) at {url}; "
@@ -166,19 +166,24 @@ def _wait_loaded(services: Services, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def stop(timeout: float = 30.0, state_file: Path | None = None) -> Services | None:
+def stop(timeout: float = 30.0) -> Services | None:
     """End the services this project started (runs in progress are ended with them)."""
-    path = state_file or _state_file()
+    path = _state_file()
     if not path.exists():
         return None
     state = json.loads(path.read_text())
-    pid = state["pid"]
-    if _alive(pid):
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+    terminate(state["pid"], timeout)
     path.unlink(missing_ok=True)
-    return Services(state["url"], pid)
+    return Services(state["url"], state["pid"])
+
+
+def terminate(pid: int, timeout: float = 30.0) -> None:
+    """End a process group started by `start`: SIGTERM, then SIGKILL if it lingers."""
+    if not _alive(pid):
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)

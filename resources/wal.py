@@ -29,7 +29,7 @@ from sqlalchemy import Engine, text
 from resources.database import DatabaseResource
 
 GENESIS = "0" * 64
-HOLD_SECONDS = 120
+HOLD_SECONDS = 10  # long enough for a drill to kill the worker there; a retried run holds again, then goes on
 _LOCK_CLASS = 0x5741  # advisory lock class for intent ownership ("WA")
 _CHAIN_CLASS = 0x574C  # advisory lock class serialising appends to one namespace's chain ("WL")
 STATUSES = ("pending", "committed", "failed", "compensated", "dead_lettered")

@@ -18,6 +18,9 @@ class InProcessLauncher:
         self.defs = build_definitions(resources=resources)
         self._backfills: dict[str, list[RunOutcome]] = {}
 
+    def in_progress(self, tags: dict[str, str]) -> list[dg.DagsterRun]:
+        return []  # in process, a run has ended when `run` returns
+
     def add_partitions(self, partitions_def_name: str, keys: list[str]) -> None:
         known = set(self.instance.get_dynamic_partitions(partitions_def_name))
         if missing := [k for k in keys if k not in known]:

@@ -1,58 +1,93 @@
 """The daemon tier: the product's own path, end to end. Runs are submitted to a real Dagster (webserver, daemon and code
 server started by `dagster_project.services`, as the CLI starts them), launched into run workers of their own, and
-compensated by the daemon's sensors; storage is PostgreSQL (the test's database, Dagster's schema in it)."""
+compensated by the daemon's sensors; storage is PostgreSQL (the world's database, Dagster's schema in it).
+
+One world per test session: `make demo`'s migration, run by the CLI in its own process on a small book, then the
+daemon tests act on it through the same Dagster (starting it and the demo cost a minute or two; each test plans its
+own waves). They are one xdist group, so that one worker runs them all on the one world."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from tests.book import sample_book
+from resources.database import dispose_engine, sqlalchemy_url
 
 PID = re.compile(r"Started process for run \(pid: (\d+)\)")
+CLI = [sys.executable, "-m", "dagster_project.cli"]
 
 
-@pytest.fixture
-def dagster_services(database_url, home, monkeypatch):
-    """This test's Dagster, on its own database and home; stopped after the test."""
+@dataclass
+class World:
+    home: Path
+    env: dict[str, str]
+    resources: dict
+    launcher: object
+    demo_output: str
+
+    @property
+    def engine(self):
+        return self.resources["database"].engine()
+
+    def cli(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*CLI, *args], cwd=self.home, env=self.env, capture_output=True, text=True, timeout=600)
+        assert expect is None or proc.returncode == expect, \
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        return proc
+
+
+@pytest.fixture(scope="session")
+def world(pg_server_url, tmp_path_factory):
+    """`data-mash demo` on a small book, by the CLI in its own process; its Dagster is left running for the tests."""
     from dagster_project import services
-    from resources.database import DatabaseResource
-
-    monkeypatch.setenv("DATA_MASH_DATABASE_URL", database_url)
-    monkeypatch.setenv("DATA_MASH_LANDING", str(home / "landing"))
-    monkeypatch.setenv("DATA_MASH_OUTBOUND", str(home / "outbound"))
-    monkeypatch.setenv(services.PORT_ENV, "0")
-    monkeypatch.delenv(services.URL_ENV, raising=False)
-    running = services.ensure(DatabaseResource(url=database_url))
-    try:
-        yield running
-    finally:
-        services.stop()
-
-
-@pytest.fixture
-def launcher(dagster_services, resources):
     from dagster_project.launcher import DagsterLauncher
+    from resources.database import DatabaseResource
+    from resources.landing import LandingResource
+    from resources.target_store import TargetsResource
+    from resources.wal import WriteAheadLog
 
-    return DagsterLauncher(resources["database"])
-
-
-@pytest.fixture
-def daemon_book(launcher, resources):
-    """The sample book ingested and routed through the real Dagster."""
-    from dagster_project.runner import ingest, route
-
-    book = sample_book()
-    for source in ("mainframe_life", "pc_csv"):
-        outcome = ingest(book / source, source, "day-1", resources=resources, launcher=launcher)
-        assert outcome.success, outcome.error
-    routed = route(resources=resources, launcher=launcher)
-    assert routed.success, routed.error
-    return book
+    name = f"dm_daemon_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(sqlalchemy_url(pg_server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    home = tmp_path_factory.mktemp("world") / "home"
+    home.mkdir()
+    settings = {"DATA_MASH_DATABASE_URL": url, "DATA_MASH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
+                "DATA_MASH_LANDING": str(home / "landing"), "DATA_MASH_OUTBOUND": str(home / "outbound"),
+                services.PORT_ENV: "0"}
+    env = {**os.environ, **settings, "COLUMNS": "200"}
+    env.pop(services.URL_ENV, None)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in settings.items():
+            patch.setenv(key, value)
+        patch.delenv(services.URL_ENV, raising=False)
+        demo = subprocess.run([*CLI, "demo", "--policies", "2000", "--seed", "42"], cwd=home, env=env,
+                              capture_output=True, text=True, timeout=900)
+        try:
+            assert demo.returncode == 0, f"demo exit {demo.returncode}\n{demo.stdout}\n{demo.stderr}"
+            database = DatabaseResource(url=url)
+            resources = {"database": database, "landing": LandingResource(path=settings["DATA_MASH_LANDING"]),
+                         "wal": WriteAheadLog(database=database),
+                         "targets": TargetsResource(database=database, outbound=settings["DATA_MASH_OUTBOUND"])}
+            yield World(home, env, resources, DagsterLauncher(database), demo.stdout)
+        finally:
+            services.stop()
+            dispose_engine(url)
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
 
 
 def worker_pid(instance: dg.DagsterInstance, run_id: str, timeout: float = 60) -> int:
@@ -66,19 +101,21 @@ def worker_pid(instance: dg.DagsterInstance, run_id: str, timeout: float = 60) -
     raise AssertionError(f"run {run_id} never reported its worker's pid")
 
 
-def wait_for_pending(engine, operation: str, unit: str, timeout: float = 120) -> None:
-    """Until the WAL has a pending intent of `operation` for the wave or night (the worker is mid-write)."""
-    from sqlalchemy import text
-
+def wait_for_pending(engine, operation: str, unit: str | None = None, timeout: float = 120) -> dict:
+    """Until the WAL has a pending intent of `operation` (for the wave or night): the worker is mid-write."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            if conn.execute(text("SELECT 1 FROM wal.intents WHERE operation = :o AND wave = :w AND status = 'pending'"),
-                            {"o": operation, "w": unit}).first():
-                return
+            row = conn.execute(text("SELECT id, run_id FROM wal.intents WHERE operation = :o AND status = 'pending' "
+                                    "AND (CAST(:w AS text) IS NULL OR wave = :w) ORDER BY id DESC LIMIT 1"),
+                               {"o": operation, "w": unit}).mappings().first()
+        if row:
+            return dict(row)
         time.sleep(0.2)
     raise AssertionError(f"no pending {operation} for {unit} within {timeout} s")
 
 
-def kill(pid: int) -> None:
+def kill_worker(instance: dg.DagsterInstance, run_id: str) -> int:
+    pid = worker_pid(instance, run_id)
     os.kill(pid, 9)
+    return pid

@@ -35,6 +35,7 @@ def run_cli(database_url, tmp_path):
         subprocess.run([*CLI, "services", "stop"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
 
 
+@pytest.mark.daemon  # the CLI starts this project's Dagster
 def test_generate_ingest_status_profile(run_cli, tmp_path):
     book = tmp_path / "book"
     run_cli("generate-sample", "--policies", "300", "--seed", "5", "--out", str(book))
@@ -101,6 +102,7 @@ def test_ingest_of_a_missing_path_is_a_usage_error(run_cli, tmp_path):
     assert "nope" in proc.stderr
 
 
+@pytest.mark.daemon  # the CLI starts this project's Dagster
 def test_a_wave_and_a_delta_through_the_cli(run_cli, tmp_path):
     book = tmp_path / "book"
     run_cli("generate-sample", "--policies", "300", "--seed", "5", "--out", str(book))

@@ -208,6 +208,7 @@ def test_drops_that_are_not_next_to_each_other_make_one_run_per_range():
     assert drop_ranges(order, []) == []
 
 
+@pytest.mark.daemon  # the CLI starts this project's Dagster
 def test_cli_reprocess_reports_migrated_policies_as_sync_changes(pc_book, resources, engine, instance, tmp_path,
                                                                    database_url, monkeypatch):
     from typer.testing import CliRunner

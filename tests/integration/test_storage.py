@@ -19,8 +19,8 @@ from resources.migrations import MIGRATIONS, current_version, migrate
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_migrations_apply_once_even_when_raced(database_url):
-    engine = create_engine(sqlalchemy_url(database_url))
+def test_migrations_apply_once_even_when_raced(empty_database_url):
+    engine = create_engine(sqlalchemy_url(empty_database_url))
     with ThreadPoolExecutor(4) as pool:
         applied = list(pool.map(lambda _: migrate(engine), range(4)))
     # exactly one of the racers applied each migration; the others found it done

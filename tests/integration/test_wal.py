@@ -157,6 +157,7 @@ def test_replay_returns_entries_in_order_by_namespace_and_time(resources, engine
     assert list(store.replay("other")) == []
 
 
+@pytest.mark.daemon  # the CLI starts this project's Dagster
 def test_a_crashed_load_is_recovered_exactly_once(resources, engine, database_url, home):
     """Kill the worker mid-load (after its intent is committed); recovery completes the work once."""
     book = sample_book()
@@ -189,7 +190,9 @@ def test_a_crashed_load_is_recovered_exactly_once(resources, engine, database_ur
         outcomes = recover(resources=resources, launcher=InProcessLauncher(resources, instance), now=later)
     assert [(o.intent_id, o.action, o.success) for o in outcomes] == [(intent_id, "relaunched", True)]
     intent = store.get(intent_id)
-    assert (intent["status"], intent["attempts"]) == ("committed", 2)
+    # the fault is in the environment of every run worker: the run and Dagster's two retries of it all died there,
+    # then recovery ran it once more and it went through (with the fault gone from this process's resources)
+    assert (intent["status"], intent["attempts"]) == ("committed", 4)
     expected = manifest(book)["files"]["pc_csv/policies.csv"]["records"]
     part = partition_name(staging_table_name("pc_csv", "policies"), "day-1")
     with engine.connect() as conn:
