@@ -206,6 +206,13 @@ class CoexistenceStore:
                 """, (policy_id, now, row[0], row[0], row[1], target, reason, actor, wal_id))
         return {"policy_id": policy_id, "from_target": row[1], "to_target": target}
 
+    def split(self) -> list[tuple[str, str, str, int]]:
+        """(system of record, planned target, wave or '-', policies): who owns the book now."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(
+                "SELECT system_of_record, planned_target, coalesce(wave, '-'), count(*) FROM coexistence.registry "
+                "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")).all()]
+
     def where(self, policy_id: str, last: int = 5) -> dict | None:
         """The registry row of one policy and its last changes: two primary-key/index lookups."""
         with self.engine.connect() as conn:

@@ -156,6 +156,12 @@ class IntakeStore:
                 {"source": source, "drop_id": drop_id, "hash": content_hash, "path": str(path), "files": json.dumps(files)},
             )
 
+    def drops(self) -> list[tuple[str, str]]:
+        """(source, drop id) of every drop taken in, in the order they were registered."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(
+                "SELECT source, drop_id FROM intake.drops ORDER BY registered_at")).all()]
+
     def drop_with_hash(self, source: str, content_hash: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(

@@ -81,6 +81,29 @@ class WaveStore:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(text(query), {"p": plan_id}).mappings()]
 
+    def loaded_rows(self, wave_id: str) -> int:
+        """Rows the wave has on the new platform, in the DQ queue and on the bridge."""
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT (SELECT count(*) FROM new_platform.policy WHERE wave_id = :w) + "
+                                     "(SELECT count(*) FROM targets.dq_queue WHERE wave_id = :w) + "
+                                     "(SELECT count(*) FROM targets.coexistence_bridge WHERE wave_id = :w)"),
+                                {"w": wave_id}).scalar_one()
+
+    def target_counts(self) -> dict[str, int]:
+        """Rows in every target and the registry's wave assignments: what a rollback must put back."""
+        queries = {
+            "new-platform rows": "SELECT " + " + ".join(f"(SELECT count(*) FROM new_platform.{t})" for t in (
+                "policy", "party", "coverage", "rating", "payment", "endorsement", "document", "claim_link")),
+            "delivered batch records": "SELECT count(*) FROM targets.outbound_records r JOIN targets.outbound_files f "
+                                       "USING (file_id) WHERE f.status = 'delivered' AND r.withdrawn_at IS NULL",
+            "queued": "SELECT count(*) FROM targets.dq_queue",
+            "bridged": "SELECT count(*) FROM targets.coexistence_bridge",
+            "registry rows in a wave": "SELECT count(*) FROM coexistence.registry WHERE wave IS NOT NULL",
+            "on the new platform": "SELECT count(*) FROM coexistence.registry WHERE system_of_record = 'new_platform'",
+        }
+        with self.engine.connect() as conn:
+            return {name: conn.execute(text(q)).scalar_one() for name, q in queries.items()}
+
     def wave(self, wave_id: str) -> dict:
         with self.engine.connect() as conn:
             row = conn.execute(text("SELECT * FROM waves.waves WHERE wave_id = :w"), {"w": wave_id}).mappings().one_or_none()

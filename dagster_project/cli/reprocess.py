@@ -1,6 +1,6 @@
 """`data-mash reprocess`: map past drops again after a mapping change, as a Dagster backfill, and say what changed.
 
-Registered on the main CLI by `register(app)` (dagster_project/cli.py). Exit codes as there: 0 done, 1 the
+Registered on the main CLI by `register(app)` (dagster_project/cli/__init__.py). Exit codes as there: 0 done, 1 the
 backfill or the book failed (or the operator said no), 2 bad input (an invalid or draft mapping, a bad date,
 nothing to reprocess).
 """
@@ -14,18 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console(stderr=True)
-out = Console()
-
-
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+from dagster_project.cli.common import console, fail, out
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,247 @@
+"""`data-mash` intake: sample books, decoding, ingesting drops, their status and profiles."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dagster_project.cli.common import app, console, dumps_exact, fail, out
+from dagster_project.cli.mappings import print_canonical
+
+
+@app.command("generate-sample")
+def generate_sample_cmd(
+    policies: int = typer.Option(100_000, "--policies", min=1, help="Policies in the book, across both sources."),
+    seed: int = typer.Option(42, "--seed", help="Same seed, same bytes."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Folder to write the drops and manifest.json into [default: sample-book; with "
+        "--delta-of: <book>-day<N>]."),
+    defect_rate: float = typer.Option(0.02, "--defect-rate", min=0.0, max=0.5, help="Share of records given a defect."),
+    delta_of: Optional[Path] = typer.Option(
+        None, "--delta-of", file_okay=False,
+        help="An existing sample book: write its day-N delta drop (changed, cancelled and new policies, each "
+        "whole, plus delta.json) instead of a new book."),
+    day: int = typer.Option(2, "--day", min=2, help="With --delta-of: the day of the delta (day 1 is the book)."),
+) -> None:
+    """Write a deterministic sample book: a mainframe life system (EBCDIC, copybooks) and a P&C CSV export;
+    with --delta-of, a later day's delta drop of such a book."""
+    if delta_of is not None:
+        _write_delta_drop(delta_of, out_dir or Path(f"{delta_of}-day{day}"), day, seed)
+        return
+    out_dir = out_dir or Path("sample-book")
+    summary = generate_book(out_dir, policies, seed, defect_rate)
+    print_sample_summary(summary, out_dir)
+
+
+def _write_delta_drop(book: Path, out_dir: Path, day: int, seed: int) -> None:
+    from legacy.delta import write_delta
+
+    try:
+        with console.status(f"Writing the day-{day} delta of {book}…"):
+            summary = write_delta(book, out_dir, day=day, seed=seed)
+    except (OSError, ValueError) as error:
+        fail(str(error))
+    out.print(f"Day-{day} delta of {book}: {out_dir}  (delta.json names every policy in it)", highlight=False)
+    table = Table()
+    for column in ("source", "changed", "cancelled", "new"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for name, source in summary.sources.items():
+        table.add_row(name, f"{len(source.changed):,}", f"{len(source.cancelled):,}", f"{len(source.new):,}")
+    out.print(table)
+
+
+def generate_book(out_dir: Path, policies: int, seed: int, defect_rate: float):
+    from legacy.sample import generate_sample
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        return generate_sample(out_dir, policies=policies, seed=seed, defect_rate=defect_rate, progress=report)
+
+
+def print_sample_summary(summary, out_dir: Path) -> None:
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    out.print(f"Sample book: {out_dir}  (manifest.json lists every injected defect)", highlight=False)
+    table = Table()
+    table.add_column("file")
+    table.add_column("records", justify="right")
+    for name, info in sorted(manifest["files"].items()):
+        table.add_row(name, f"{info['records']:,}")
+    out.print(table)
+    kinds: dict[str, int] = {}
+    for defect in manifest["defects"]:
+        kinds[defect["kind"]] = kinds.get(defect["kind"], 0) + 1
+    out.print("defects injected: " + ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())), highlight=False)
+
+
+@app.command()
+def decode(
+    copybook: Path = typer.Option(..., "--copybook", exists=True, dir_okay=False, help="COBOL copybook (.cpy)."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="The mainframe data file."),
+    encoding: str = typer.Option("cp037", "--encoding", help="cp037, cp500, cp1140, cp273, ascii, latin-1 ..."),
+    record_format: str = typer.Option("auto", "--record-format", help="F (fixed), V (RDW), or auto: V if the copybook has OCCURS DEPENDING ON."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after this many records."),
+) -> None:
+    """Print one JSON object per record of a mainframe file; bad records go to stderr with field and reason."""
+    from legacy.copybook import (
+        CopybookError,
+        decode_file,
+        parse_copybook,
+        to_json_records,
+    )
+
+    try:
+        layout = parse_copybook(copybook.read_text(encoding="latin-1"), source=copybook.name)
+    except CopybookError as error:
+        fail(str(error))
+    fmt = record_format.upper()
+    if fmt == "AUTO":
+        fmt = "V" if layout.is_variable else "F"
+    if fmt not in ("F", "V"):
+        fail(f"--record-format must be F, V or auto, not {record_format!r}")
+    printed = bad = 0
+    for result in decode_file(data, layout, record_format=fmt, encoding=encoding, block_records=10_000):
+        for row in result.quarantine.select(["record_no", "field", "reason", "detail"]).to_pylist():
+            bad += 1
+            console.print(f"{data.name} record {row['record_no']}: field {row['field'] or '-'}: {row['reason']}: {row['detail']}",
+                          highlight=False)
+        records = to_json_records(layout, result.table)
+        for record in records:
+            if limit is not None and printed >= limit:
+                break
+            sys.stdout.write(dumps_exact(record) + "\n")
+            printed += 1
+        if limit is not None and printed >= limit:
+            break
+    console.print(f"{printed:,} records printed, {bad:,} quarantined", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ingest(
+    path: Path = typer.Argument(..., exists=True, help="A drop: a folder of files (or one file) from a legacy system."),
+    source: str = typer.Option(..., "--source", help="Source name, e.g. mainframe_life or pc_csv (see `data-mash sources`)."),
+    drop_id: Optional[str] = typer.Option(None, "--drop-id", help="Partition name for this drop; default: folder name + content hash."),
+) -> None:
+    """Put a drop in the landing folder and materialize its intake assets through Dagster."""
+    outcome = ingest_drop(path, source, drop_id)
+    print_ingest([outcome])
+    if not outcome.success:
+        raise typer.Exit(1)
+
+
+def ingest_drop(path: Path, source: str, drop_id: str | None):
+    from dagster_project.runner import ingest as run_ingest
+
+    try:
+        with console.status(f"Ingesting {path.name} as {source} through Dagster…"):
+            return run_ingest(path, source, drop_id)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        fail(str(error))
+
+
+def print_ingest(outcomes) -> None:
+    table = Table(title="Intake: every record read is parsed (staged) or quarantined with a reason")
+    for col, justify in [("source", "left"), ("drop", "left"), ("file", "left"), ("read", "right"),
+                         ("parsed", "right"), ("quarantined", "right"), ("reasons", "left")]:
+        table.add_column(col, justify=justify)
+    for outcome in outcomes:
+        for f in outcome.files:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(f.reasons.items()))
+            table.add_row(outcome.source, outcome.drop_id, f.file_name, f"{f.records_read:,}", f"{f.records_parsed:,}",
+                          f"{f.records_quarantined:,}", reasons)
+    out.print(table)
+    read = sum(f.records_read for o in outcomes for f in o.files)
+    parsed = sum(f.records_parsed for o in outcomes for f in o.files)
+    quarantined = sum(f.records_quarantined for o in outcomes for f in o.files)
+    out.print(
+        f"{read:,} records read = {parsed:,} staged + {quarantined:,} quarantined. Quarantined records are in "
+        "intake.quarantine with file, record number, field, reason and raw bytes. Records that read fine but are "
+        "wrong as insurance data (impossible dates, negative premiums, duplicates, orphans, unknown codes) are "
+        "staged and caught at mapping.",
+        highlight=False,
+    )
+    mapped = [o for o in outcomes if getattr(o, "canonical", None)]
+    if mapped:
+        from types import SimpleNamespace
+
+        print_canonical([SimpleNamespace(source=o.source, tables=o.canonical, error=None) for o in mapped])
+        out.print("Mapping quarantines what cannot become canonical (impossible dates, unknown codes, duplicate "
+                  "ids, orphans of held-back policies); what maps but breaks a rule (negative premium, optional "
+                  "zero dates) is kept and scored down (mean DQ, 0-100).", highlight=False)
+    for outcome in outcomes:
+        status = "[green]succeeded[/]" if outcome.success else "[red]FAILED[/]"
+        out.print(f"{outcome.source} drop {outcome.drop_id}: Dagster run {outcome.run_id} {status}")
+        for check in outcome.failed_checks:
+            out.print(f"  [red]check failed[/] {check}")
+        if outcome.error:
+            out.print(f"  [red]{outcome.error}[/]")
+
+
+@app.command()
+def profile(
+    source: str = typer.Option(..., "--source"),
+    drop: str = typer.Option(..., "--drop", help="Drop id (partition) to profile."),
+    output: Path = typer.Option(Path("profile_report.json"), "--output", help="Where to write the JSON report."),
+) -> None:
+    """Profile a staged drop from the database: null rate, distinct, min/max, top patterns (PII masked)."""
+    from dagster_project.environment import resources_for_environment
+    from legacy.sources import load_source
+    from resources.intake_store import IntakeStore
+    from resources.profiling import profile_staged_drop
+
+    resources = resources_for_environment(resolved=True)
+    store = IntakeStore(resources["database"].engine())
+    try:
+        profiles = profile_staged_drop(store, load_source(source), drop)
+    except LookupError as error:
+        fail(str(error), 1)
+    output.write_text(json.dumps({"source": source, "drop": drop, "files": [p.model_dump() for p in profiles]},
+                                 indent=2, default=str))
+    for p in profiles:
+        out.print(f"[bold]{p.kind}[/] ({p.file_name}): {p.records_parsed:,} parsed, {p.records_quarantined:,} quarantined")
+    out.print(f"report written to {output}")
+
+
+@app.command()
+def status() -> None:
+    """Drops taken in so far, with their counts, and where the database is."""
+    from dagster_project.environment import resources_for_environment
+    from dagster_project.runner import IngestOutcome, file_outcomes
+    from resources.intake_store import IntakeStore
+
+    resources = resources_for_environment(resolved=True)
+    database = resources["database"]
+    console.print(f"database: {database.describe()}", highlight=False)
+    store = IntakeStore(database.engine())
+    drops = store.drops()
+    if not drops:
+        out.print("No drop taken in yet: try `data-mash ingest PATH --source NAME` or `make demo`.")
+        return
+    print_ingest([IngestOutcome(s, d, "-", True, file_outcomes(store, s, d), []) for s, d in drops])
+
+
+@app.command()
+def sources() -> None:
+    """The legacy sources Data Mash knows, and the files each drop holds."""
+    from legacy.sources import list_sources
+
+    table = Table(title="Legacy sources")
+    for col in ("source", "format", "encoding", "files"):
+        table.add_column(col)
+    for s in list_sources():
+        table.add_row(s.name, s.format, s.encoding, ", ".join(f"{f.kind} ({f.pattern})" for f in s.files))
+    out.print(table)
