@@ -90,3 +90,10 @@ def ensure_instance_config(database: DatabaseResource) -> Path:
         path.write_text(content)
     return path
 
+
+def open_instance(database: DatabaseResource):
+    """This project's Dagster instance, to read runs and events (no service needs to run for that)."""
+    import dagster as dg
+
+    ensure_instance_config(database)
+    return dg.DagsterInstance.get()

@@ -66,6 +66,16 @@ def run_outcome(inst: dg.DagsterInstance, run_id: str) -> RunOutcome:
     return RunOutcome(run_id, success, failed_checks, error, run.status.value)
 
 
+def latest_run(inst: dg.DagsterInstance, tags: dict[str, str], job_name: str | None = None) -> RunOutcome | None:
+    """The outcome of the newest run with these tags (of that job), if there is one."""
+    runs = inst.get_runs(dg.RunsFilter(tags=tags, job_name=job_name), limit=1)
+    if not runs:
+        return None
+    if runs[0].status not in FINISHED:
+        return RunOutcome(runs[0].run_id, False, [], f"still {runs[0].status.value.lower()}", runs[0].status.value)
+    return run_outcome(inst, runs[0].run_id)
+
+
 class Progress:
     """What a run is doing, on a terminal: a status line with the step that runs; elsewhere silent."""
 

@@ -15,9 +15,7 @@ assets' single-run backfill policy), and the CLI follows it until it is done.
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,8 +28,8 @@ from canonical.impact import TableImpact, compare_block
 from canonical.mapping import Mapping, MappingError
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import ROUTE_JOB
-from dagster_project.partitions import drops_partitions_name
 from dagster_project.launcher import RunOutcome, run_outcome
+from dagster_project.partitions import drops_partitions_name
 from dagster_project.runner import launcher_for
 from legacy.sources import load_source, output_columns
 from resources.canonical_store import CanonicalStore, drop_key

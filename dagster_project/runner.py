@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy import text
@@ -16,9 +17,9 @@ from sqlalchemy import text
 from dagster_project.compensation import ROLLBACK_JOB, compensation_expected
 from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import ingest_job_name
+from dagster_project.launcher import RunOutcome
 from dagster_project.partitions import drops_partitions_name
 from legacy.sources import find_drop_files, load_source
-from dagster_project.launcher import RunOutcome
 from resources.intake_store import IntakeStore
 from resources.landing import content_hash, valid_drop_id
 
@@ -276,7 +277,7 @@ def reconcile_wave(wave_id: str, *, resources: dict | None = None, launcher=None
     return _compensated(launcher, run, RECONCILE_JOB, wave_id, resources, compensate)
 
 
-def tonight(rules=None) -> "date":
+def tonight(rules=None) -> date:
     """Today's date in the sync's zone: the night a sync run by hand syncs."""
     from datetime import datetime
     from zoneinfo import ZoneInfo

@@ -220,6 +220,9 @@ def profile(
 def status() -> None:
     """Drops taken in so far, with their counts, and where the database is."""
     from dagster_project.environment import resources_for_environment
+    from dagster_project.instance import open_instance
+    from dagster_project.jobs import ingest_job_name
+    from dagster_project.launcher import latest_run
     from dagster_project.runner import IngestOutcome, file_outcomes
     from resources.intake_store import IntakeStore
 
@@ -231,7 +234,14 @@ def status() -> None:
     if not drops:
         out.print("No drop taken in yet: try `data-mash ingest PATH --source NAME` or `make demo`.")
         return
-    print_ingest([IngestOutcome(s, d, "-", True, file_outcomes(store, s, d), []) for s, d in drops])
+    instance = open_instance(database)
+    outcomes = []
+    for source, drop in drops:  # each drop as its latest ingest run on Dagster left it
+        run = latest_run(instance, {"data_mash/source": source, "dagster/partition": drop}, ingest_job_name(source))
+        outcomes.append(IngestOutcome(source, drop, run.run_id if run else "-", bool(run and run.success),
+                                      file_outcomes(store, source, drop), run.failed_checks if run else [],
+                                      (run.error if run else "no ingest run of this drop on this Dagster instance")))
+    print_ingest(outcomes)
 
 
 @app.command()

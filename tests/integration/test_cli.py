@@ -48,6 +48,9 @@ def test_generate_ingest_status_profile(run_cli, tmp_path):
 
     status = run_cli("status")
     assert "POLMAST.dat" in status.stdout and "coverages.csv" in status.stdout
+    # each drop as Dagster left it: its latest ingest run, the same as `ingest` said
+    run_id = ingested.stdout.split("pc_csv drop d1: Dagster run ")[1].split()[0]
+    assert f"pc_csv drop d1: Dagster run {run_id} succeeded" in status.stdout
 
     report = tmp_path / "report.json"
     run_cli("profile", "--source", "mainframe_life", "--drop", "d1", "--output", str(report))
