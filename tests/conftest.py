@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,13 @@ def _scratch_database(pg_server_url: str, template: str | None):
 
 
 @pytest.fixture
-def database_url(pg_server_url, template_database) -> str:
-    """A fresh database on the test server, migrated (a copy of the template); dropped after the test."""
-    yield from _scratch_database(pg_server_url, template_database)
+def database_url(request, pg_server_url, template_database) -> str:
+    """A fresh database on the test server, migrated (a copy of the template); dropped after the test. A test that
+    asks for `routed_book` gets a copy of the routed book's database instead (see `routed_book`)."""
+    template = template_database
+    if "routed_book" in request.fixturenames:
+        template = request.getfixturevalue("routed_template").database
+    yield from _scratch_database(pg_server_url, template)
 
 
 @pytest.fixture
@@ -142,25 +147,62 @@ def instance(home):
         yield inst
 
 
-@pytest.fixture
-def routed_book(resources, engine, instance):
-    """The sample book ingested and mapped for both sources (drop day-1), then routed through Dagster."""
+@dataclass
+class RoutedTemplate:
+    database: str
+    landing: Path
+    outcome: object  # the RouteOutcome of routing it
+
+
+@pytest.fixture(scope="session")
+def routed_template(pg_server_url, template_database, tmp_path_factory) -> RoutedTemplate:
+    """The sample book ingested, mapped and routed through Dagster once per test worker, in a database that each
+    `routed_book` test gets a copy of (ingesting and routing it again cost every such test several seconds)."""
+    import dagster as dg
+
     from dagster_project.runner import ingest, route
+    from resources.database import DatabaseResource
+    from resources.landing import LandingResource
+    from resources.target_store import TargetsResource
+    from resources.wal import WriteAheadLog
     from tests.book import sample_book
 
+    name = f"dm_routed_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(sqlalchemy_url(pg_server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    root = tmp_path_factory.mktemp("routed")
+    database = DatabaseResource(url=url)
+    resources = {"database": database, "landing": LandingResource(path=str(root / "landing")),
+                 "wal": WriteAheadLog(database=database),
+                 "targets": TargetsResource(database=database, outbound=str(root / "outbound"))}
     book = sample_book()
-    for source in ("mainframe_life", "pc_csv"):
-        assert ingest(book / source, source, "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
-    outcome = route(resources=resources, launcher=InProcessLauncher(resources, instance))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATA_MASH_HOME", str(root))
+        with dg.instance_for_test() as inst:
+            launcher = InProcessLauncher(resources, inst)
+            for source in ("mainframe_life", "pc_csv"):
+                assert ingest(book / source, source, "day-1", resources=resources, launcher=launcher).success
+            outcome = route(resources=resources, launcher=launcher)
     assert outcome.success, outcome.error
-    return outcome
+    dispose_engine(url)
+    try:
+        yield RoutedTemplate(name, root / "landing", outcome)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
-@pytest.fixture(autouse=True)
-def _stop_project_dagster():
-    """A test whose CLI call started this project's Dagster (as the CLI does on first use) has it stopped after."""
-    from dagster_project import services
+@pytest.fixture
+def routed_book(routed_template, resources, engine, instance):
+    """The sample book ingested and mapped for both sources (drop day-1), then routed through Dagster: the test's
+    database is a copy of `routed_template`'s, its landing folder a copy of that one, and its Dagster instance knows
+    the drops' partitions."""
+    from dagster_project.partitions import drops_partitions_name
 
-    yield
-    while services.STARTED:
-        services.terminate(services.STARTED.pop())
+    shutil.copytree(routed_template.landing, resources["landing"].path, dirs_exist_ok=True)
+    for source in ("mainframe_life", "pc_csv"):
+        instance.add_dynamic_partitions(drops_partitions_name(source), ["day-1"])
+    return routed_template.outcome

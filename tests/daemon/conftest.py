@@ -4,7 +4,7 @@ compensated by the daemon's sensors; storage is PostgreSQL (the world's database
 
 One world per test session: `make demo`'s migration, run by the CLI in its own process on a small book, then the
 daemon tests act on it through the same Dagster (starting it and the demo cost a minute or two; each test plans its
-own waves). They are one xdist group, so that one worker runs them all on the one world."""
+own waves). They are one module, which `--dist loadfile` sends to one worker."""
 
 from __future__ import annotations
 
