@@ -198,6 +198,9 @@ def test_an_ingest_whose_worker_is_killed_is_retried_by_dagster_and_takes_the_wh
         statuses = conn.execute(text("SELECT status, count(*) FROM wal.intents WHERE partition_key = 'kill-day-3' "
                                      "GROUP BY 1")).all()
     assert dict(statuses).keys() == {"committed"}, statuses
+    # the drop goes into the book, as an operator would do next (waves refuse to select before)
+    from dagster_project.runner import route
+    assert route(resources=world.resources, launcher=world.launcher).success
 
 
 def test_two_waves_run_at_once_and_the_same_wave_never_twice_at_once(world):
