@@ -206,3 +206,13 @@ def routed_book(routed_template, resources, engine, instance):
     for source in ("mainframe_life", "pc_csv"):
         instance.add_dynamic_partitions(drops_partitions_name(source), ["day-1"])
     return routed_template.outcome
+
+
+@pytest.fixture(autouse=True)
+def _stop_project_dagster():
+    """A test whose CLI call started this project's Dagster (as the CLI does on first use) has it ended after."""
+    from dagster_project import services
+
+    yield
+    while services.STARTED:
+        services.terminate(services.STARTED.pop())
