@@ -134,6 +134,11 @@ RECONCILIATION_CHECKS = {
 }
 
 
+def specs_target(target: str) -> tuple[str, str]:
+    """The first reconciliation check of a target (its asset is the target's)."""
+    return next(k for k in RECONCILIATION_CHECKS if k[0] == target)
+
+
 def check_name(target: str, name: str) -> str:
     return f"targets_{target}_{name}"
 
@@ -144,11 +149,17 @@ def _reconciliation_check(target: str):
              for (t, n), (key, d) in RECONCILIATION_CHECKS.items() if t == target]
 
     @dg.multi_asset_check(specs=specs, name=f"{target}_reconciliation")
-    def reconciliation(context: dg.AssetCheckExecutionContext, targets: TargetsResource):
+    def reconciliation(context: dg.AssetCheckExecutionContext, wal: WriteAheadLog, targets: TargetsResource):
         """Reconcile the target with the canonical book for the wave. A difference fails the wave (compensation follows)."""
         wave_id = context.run.tags.get("dagster/partition")
         store = targets.store()
-        checks = store.reconcile(wave_id, target)
+        # the reconciliation records itself and (for the new platform) the sync's baseline: a write, so an intent
+        with wal.intent(context, namespace="targets", operation=f"reconcile_{target}", target=f"targets.{target}",
+                        key=f"targets:{wave_id}:reconcile:{target}:{context.run.run_id}", payload={"wave": wave_id},
+                        wave=wave_id, partition_key=wave_id,
+                        asset_key=RECONCILIATION_CHECKS[specs_target(target)][0].to_user_string()) as intent:
+            checks = store.reconcile(wave_id, target)
+            intent.result = {c.name: c.passed for c in checks}
         failed = [c for c in checks if not c.passed]
         if failed:
             WaveStore(store.engine).set_status(

@@ -3,8 +3,8 @@
     python bench/intake_bench.py --policies 1000000            # embedded PostgreSQL under bench/out/home
     DATA_MASH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python bench/intake_bench.py
 
-Phases: generate, decode (no database), load (decode + COPY + profile), load_wal (the same with
-the WAL calls the intake asset makes, for the overhead ratio), latency (single-intent begin/commit).
+Phases: generate, decode (no database), load (decode + COPY + profile, each file in its WAL intent: the database
+refuses writes outside one), latency (single-intent begin/commit).
 Each phase runs in its own process so that its peak RSS is its own. Figures are printed as a
 table and written to bench/out/intake-<policies>.json. Nothing here asserts a timing.
 """
@@ -57,8 +57,9 @@ def phase_decode(book: Path) -> dict:
     return {"seconds": time.perf_counter() - started, "records": total, "files": per_file}
 
 
-def phase_load(book: Path, with_wal: bool) -> dict:
-    """Stage every file of the book; with_wal wraps each file in the WAL calls the intake asset makes."""
+def phase_load(book: Path) -> dict:
+    """Stage every file of the book, each inside its WAL intent as the intake asset does (the database refuses
+    writes outside one)."""
     from dagster_project.environment import resources_for_environment
     from legacy.intake import ingest_file, locate_file
     from legacy.sources import find_drop_files, list_sources
@@ -67,7 +68,7 @@ def phase_load(book: Path, with_wal: bool) -> dict:
 
     engine = resources_for_environment(resolved=True)["database"].engine()
     store, wal = IntakeStore(engine), WalStore(engine)
-    drop_id = "bench-wal" if with_wal else "bench"
+    drop_id = "bench"
     started = time.perf_counter()
     per_file, total = {}, 0
     for source in list_sources():
@@ -76,16 +77,11 @@ def phase_load(book: Path, with_wal: bool) -> dict:
             t0 = time.perf_counter()
             path = locate_file(source, kind, drop)
             sha = file_sha256(path)
-            if with_wal:
-                key = f"intake:{source.name}:{kind}:{drop_id}:{sha}:{time.time_ns()}"
-                with wal.owned(key):
-                    intent = wal.begin(namespace="intake", operation="stage_file",
-                                       target=f"staging.{staging_table_name(source.name, kind)}", key=key,
-                                       payload={"source": source.name, "kind": kind, "file_sha256": sha})
-                    ingested = ingest_file(store, source, kind, drop_id, drop, path=path, sha256=sha, wal_id=intent.id)
-                    wal.commit(intent, {"records_read": ingested.load.records_read})
-            else:
-                ingested = ingest_file(store, source, kind, drop_id, drop, path=path, sha256=sha)
+            with wal.action(namespace="intake", operation="stage_file",
+                            target=f"staging.{staging_table_name(source.name, kind)}",
+                            payload={"source": source.name, "kind": kind, "file_sha256": sha}) as intent:
+                ingested = ingest_file(store, source, kind, drop_id, drop, path=path, sha256=sha, wal_id=intent.id)
+                intent.result = {"records_read": ingested.load.records_read}
             per_file[f"{source.name}/{ingested.path.name}"] = {
                 "records": ingested.load.records_read, "seconds": time.perf_counter() - t0}
             total += ingested.load.records_read
@@ -98,6 +94,7 @@ def phase_map(book: Path) -> dict:
     from dagster_project.environment import resources_for_environment
     from legacy.sources import list_sources, output_columns
     from resources.canonical_store import CanonicalStore
+    from resources.wal import WalStore
 
     store = CanonicalStore(resources_for_environment(resolved=True)["database"].engine())
     started = time.perf_counter()
@@ -108,8 +105,10 @@ def phase_map(book: Path) -> dict:
             t0 = time.perf_counter()
             columns = output_columns(source, source.file(table_map.from_), book / source.name)
             blocks = (map_block(mapping, table, b) for b in store.read_staged(source.name, table_map.from_, "bench", columns))
-            load = store.load_table(source=source.name, drop_id="bench", table=table, mapping=mapping, blocks=blocks,
-                                    wal_id=None)
+            with WalStore(store.engine).action(namespace="canonical", operation="map_table",
+                                               target=f"canonical.{table}", payload={"source": source.name}) as intent:
+                load = store.load_table(source=source.name, drop_id="bench", table=table, mapping=mapping,
+                                        blocks=blocks, wal_id=intent.id)
             per_table[f"{source.name}/{table}"] = {"records": load.records_in, "mapped": load.records_mapped,
                                                    "seconds": time.perf_counter() - t0}
             total += load.records_in
@@ -127,6 +126,7 @@ def phase_route(samples: int = 1000) -> dict:
     from dagster_project.environment import resources_for_environment
     from resources.book_store import BookStore
     from resources.coexistence_store import CoexistenceStore
+    from resources.wal import WalStore
     from routing.rules import evaluate, load_rule_set
 
     engine = resources_for_environment(resolved=True)["database"].engine()
@@ -134,15 +134,19 @@ def phase_route(samples: int = 1000) -> dict:
     rules = load_rule_set(default_rules_path())
     tb = time.perf_counter()
     books = BookStore(engine)
+    wal = WalStore(engine)
     for drop in books.pending():  # the book (latest version of each policy) first, as `canonical/book` does
-        books.apply(drop, None)
+        with wal.action(namespace="canonical", operation="apply_drop", target="canonical.current",
+                        payload={"drop": drop}) as intent:
+            books.apply(drop, intent.id)
     t0 = time.perf_counter()
     book = list(store.read_book())
     t1 = time.perf_counter()
     decisions = [evaluate(rules, block).append_column("source_system", block.column("source_system")) for block in book]
     t2 = time.perf_counter()
-    routed = store.apply_decisions(decisions, None)
-    registry = store.update_registry(None)
+    with wal.action(namespace="routing", operation="route_book", target="routing.decisions", payload={}) as intent:
+        routed = store.apply_decisions(decisions, intent.id)
+        registry = store.update_registry(intent.id)
     t3 = time.perf_counter()
     policies = sum(b.num_rows for b in book)
     ids = pa.concat_arrays([b.column("policy_id").combine_chunks() for b in book]).to_pylist()
@@ -197,7 +201,7 @@ def run_phase(name: str, args: argparse.Namespace, env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-PHASES = ("generate", "decode", "load", "load_wal", "latency", "map", "route")
+PHASES = ("generate", "decode", "load", "latency", "map", "route")
 
 
 def main() -> None:
@@ -213,8 +217,7 @@ def main() -> None:
     if args.phase:
         fn = {"generate": lambda: phase_generate(args.book, args.policies, args.seed),
               "decode": lambda: phase_decode(args.book),
-              "load": lambda: phase_load(args.book, with_wal=False),
-              "load_wal": lambda: phase_load(args.book, with_wal=True),
+              "load": lambda: phase_load(args.book),
               "latency": phase_latency,
               "map": lambda: phase_map(args.book),
               "route": phase_route}[args.phase]
@@ -239,13 +242,10 @@ def main() -> None:
 
     print(f"\nIntake benchmark, {args.policies:,} policies ({os.cpu_count()} cores)")
     print(f"{'phase':<10}{'records':>14}{'seconds':>10}{'records/s':>14}{'peak RSS MB':>14}")
-    for name in ("generate", "decode", "load", "load_wal", "map", "route"):
+    for name in ("generate", "decode", "load", "map", "route"):
         r = results.get(name)
         if r:
             print(f"{name:<10}{r['records']:>14,}{r['seconds']:>10.1f}{r['records'] / r['seconds']:>14,.0f}{r['peak_rss_mb']:>14,.0f}")
-    if "load" in results and "load_wal" in results:
-        ratio = results["load_wal"]["seconds"] / results["load"]["seconds"]
-        print(f"\nWAL overhead on the load: {ratio:.4f}x wall time ({(ratio - 1) * 100:+.2f}%)")
     rt = results.get("route")
     if rt:
         print(f"routing {rt['records']:,} policies with {rt['rules']} rules: evaluation {rt['evaluate_per_s']:,.0f} "

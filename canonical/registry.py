@@ -8,7 +8,9 @@ steps, so any process can find an upgrade path and apply it to tables and docume
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from typing import Any
 
 import pandas as pd
@@ -87,8 +89,11 @@ def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[st
 class ModelRegistry:
     """Model versions and upgrades, stored in PostgreSQL (`engine` must be migrated, e.g. `get_engine`)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, record: Callable[[str, dict], ContextManager] | None = None):
+        """`record(operation, payload)`: the context a registration writes in (the WAL's `WalStore.action`; the
+        database refuses writes outside an intent). Without it, registrations must run inside an open intent."""
         self.engine = engine
+        self.record = record or (lambda operation, payload: nullcontext())
         self._frozen_cache: dict[str, ModelVersion] = {}
 
     # -- registration -----------------------------------------------------------------------
@@ -99,6 +104,31 @@ class ModelRegistry:
         version = version_def.version
         version_def.document_model()  # refuses definitions that cannot make documents
         contract, digest = version_def.contract(), version_def.schema_hash()
+        if self._registered_as(version_def, digest):
+            return "unchanged"
+        with self.record("register_model_version", {"version": version, "schema_hash": digest,
+                                                    "frozen": version_def.frozen}):
+            outcome = self._register(version_def, contract, digest)
+        self._frozen_cache.pop(version, None)
+        return outcome
+
+    def _registered_as(self, version_def: ModelVersion, digest: str) -> bool:
+        """Whether the version and its upgrades are stored exactly so already (nothing to write)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT schema_hash, frozen FROM canonical_registry.model_versions "
+                                    "WHERE version = :v"), {"v": version_def.version}).one_or_none()
+            if row is None or row.schema_hash != digest or (version_def.frozen and not row.frozen):
+                return False
+            for upgrade in version_def.upgrades:
+                steps = conn.execute(text("SELECT steps FROM canonical_registry.upgrades WHERE from_version = :f "
+                                          "AND to_version = :t"),
+                                     {"f": upgrade.from_version, "t": upgrade.to_version}).scalar_one_or_none()
+                if steps is None or canonical_json(steps) != canonical_json(upgrade.steps_json()):
+                    return False
+        return True
+
+    def _register(self, version_def: ModelVersion, contract, digest: str) -> str:
+        version = version_def.version
         with self.engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REGISTRY_LOCK})
             row = conn.execute(text("SELECT schema_hash, definition, frozen FROM canonical_registry.model_versions "
@@ -135,7 +165,6 @@ class ModelRegistry:
             for upgrade in version_def.upgrades:
                 if self._register_upgrade(conn, upgrade, version_def, frozen) and outcome == "unchanged":
                     outcome = "updated"
-        self._frozen_cache.pop(version, None)
         return outcome
 
     def register_all(self, versions: Iterable[ModelVersion] | None = None) -> dict[str, str]:

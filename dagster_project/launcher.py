@@ -18,6 +18,8 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from dagster_project import services
 from dagster_project.instance import dagster_home
+from resources.guard import current_principal
+from resources.wal import PRINCIPAL_TAG
 
 COMPENSATES = "data_mash/compensates"  # tag of a compensation run: the run it undoes
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -121,7 +123,8 @@ class DagsterLauncher:
     def submit(self, job_name: str, *, partition_key: str | None = None, tags: dict[str, str] | None = None,
                run_config: dict | None = None, asset_selection: list[dg.AssetKey] | None = None) -> str:
         """Queue one run of a job (one partition of it) and return its id."""
-        all_tags = {**(tags or {}), **({"dagster/partition": partition_key} if partition_key else {})}
+        all_tags = {PRINCIPAL_TAG: current_principal(), **(tags or {}),
+                    **({"dagster/partition": partition_key} if partition_key else {})}
         try:
             return self.client.submit_job_execution(
                 job_name, repository_location_name=services.LOCATION, repository_name="__repository__",
@@ -216,7 +219,8 @@ class DagsterLauncher:
         """Launch an asset backfill the way the UI does (GraphQL `launchPartitionBackfill`); its id."""
         data = self.graphql(LAUNCH_BACKFILL, {"params": {
             "partitionNames": partition_names, "assetSelection": [{"path": k.path} for k in asset_selection],
-            "tags": [{"key": k, "value": v} for k, v in tags.items()], "title": title, "description": description}})
+            "tags": [{"key": k, "value": v} for k, v in {PRINCIPAL_TAG: current_principal(), **tags}.items()],
+            "title": title, "description": description}})
         result = data["launchPartitionBackfill"]
         if result["__typename"] != "LaunchBackfillSuccess":
             raise LaunchError(f"Dagster refused the backfill ({result['__typename']}): {result.get('message', '')}")

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 
 from canonical.tables import V1_TABLES
 from resources.database import psycopg_cursor
+from resources.wal import WalStore
 from resources.intake_store import (copy_arrow, copy_to_arrow, iter_copy_blocks, partition_name, replace_partition,
                                     sql_name, staging_table_name)
 
@@ -60,9 +61,18 @@ class CanonicalStore:
 
         from canonical.registry import ModelRegistry
 
-        registry = ModelRegistry(self.engine)
+        wal = WalStore(self.engine)
+        registry = ModelRegistry(self.engine, record=lambda operation, payload: wal.action(
+            namespace="canonical", operation=operation, target="canonical_registry.model_versions", payload=payload))
         registry.register_all()
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
+            known = conn.execute(text("SELECT 1 FROM canonical_registry.mappings WHERE mapping_hash = :h"),
+                                 {"h": mapping.hash}).first()
+        if known:
+            return registry.schema_hash(mapping.spec.model_version)
+        with wal.action(namespace="canonical", operation="record_mapping", target="canonical_registry.mappings",
+                        payload={"mapping": mapping.name, "version": mapping.version, "hash": mapping.hash,
+                                 "source": mapping.spec.source}), self.engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO canonical_registry.mappings (mapping_hash, mapping, version, source, model_version, content) "
                 "VALUES (:h, :m, :v, :s, :mv, CAST(:c AS jsonb)) ON CONFLICT (mapping_hash) DO NOTHING"),

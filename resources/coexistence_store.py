@@ -186,10 +186,22 @@ class CoexistenceStore:
             result.by_target = dict(cur.fetchall())
         return result
 
-    def override(self, policy_id: str, target: str, reason: str, actor: str, wal_id: int | None) -> dict:
-        """Pin a policy to a target by hand; routing will record conflicts rather than move it."""
+    def override(self, policy_id: str, target: str, reason: str, actor: str) -> dict:
+        """Pin a policy to a target by hand, through the WAL (`manual_override`); routing will record conflicts
+        rather than move it. Returns the change and its WAL intent (`wal_id`)."""
+        from resources.wal import WalStore
+
         if target not in TARGETS:
             raise ValueError(f"target {target!r} is not one of {TARGETS}")
+        with WalStore(self.engine).action(namespace="coexistence", operation="manual_override",
+                                          target="coexistence.registry",
+                                          payload={"policy_id": policy_id, "to": target, "reason": reason,
+                                                   "actor": actor}) as intent:
+            change = self._override(policy_id, target, reason, actor, intent.id)
+            intent.result = change
+        return {**change, "wal_id": intent.id}
+
+    def _override(self, policy_id: str, target: str, reason: str, actor: str, wal_id: int) -> dict:
         now = datetime.now(timezone.utc)
         with psycopg_cursor(self.engine) as cur:
             cur.execute("SELECT system_of_record, planned_target FROM coexistence.registry WHERE policy_id = %s FOR UPDATE",

@@ -17,6 +17,7 @@ import dagster as dg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
+from resources import guard
 from resources.migrations import migrate
 
 DATABASE_URL_ENV = "DATA_MASH_DATABASE_URL"
@@ -66,6 +67,7 @@ def get_engine(url: str) -> Engine:
         engine = _engines.get(key)
         if engine is None:
             engine = create_engine(key, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            guard.install(engine)  # each transaction carries the WAL intent it works for (the database checks)
             migrate(engine)
             _engines[key] = engine
         return engine
@@ -80,6 +82,9 @@ def psycopg_cursor(engine: Engine, *, name: str | None = None, row_factory=None)
         kwargs = {"name": name} if name else {}
         if row_factory is not None:
             kwargs["row_factory"] = row_factory
+        if guard.current_intent() is not None:
+            with raw.driver_connection.cursor() as setting:
+                guard.apply(setting)
         with raw.driver_connection.cursor(**kwargs) as cur:
             yield cur
         raw.commit()

@@ -59,6 +59,12 @@ def replace_partition(cur, schema: str, parent: str, part: str, value: str) -> N
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(schema), sql.Identifier(part)))
     cur.execute(sql.SQL("CREATE TABLE {}.{} PARTITION OF {}.{} FOR VALUES IN ({})").format(
         sql.Identifier(schema), sql.Identifier(part), sql.Identifier(schema), sql.Identifier(parent), sql.Literal(value)))
+    guard_table(cur, schema, part)
+
+
+def guard_table(cur, schema: str, table: str) -> None:
+    """Put the WAL write guard on a table made at run time (resources/guard.py)."""
+    cur.execute("SELECT data_mash.guard(%s::regclass)", (sql.Identifier(schema, table).as_string(cur),))
 
 
 def copy_arrow(cur, schema: str, table: str, frame: pa.Table) -> None:
@@ -142,6 +148,15 @@ class IntakeStore:
 
     # -- drops ---------------------------------------------------------------------------
     def register_drop(self, source: str, drop_id: str, content_hash: str, path: Path, files: dict[str, str]) -> None:
+        """Record a drop placed in the landing folder, through the WAL (namespace `intake`, `register_drop`)."""
+        from resources.wal import WalStore
+
+        with WalStore(self.engine).action(namespace="intake", operation="register_drop", target="intake.drops",
+                                          payload={"source": source, "drop_id": drop_id, "content_hash": content_hash,
+                                                   "files": files}):
+            self._register_drop(source, drop_id, content_hash, path, files)
+
+    def _register_drop(self, source: str, drop_id: str, content_hash: str, path: Path, files: dict[str, str]) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 text(
@@ -288,6 +303,7 @@ class IntakeStore:
                     sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in wanted.items()),
                 )
             )
+            guard_table(cur, "staging", table)
             cur.execute(
                 "INSERT INTO intake.staging_tables (table_name, source, kind, columns) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (table_name) DO NOTHING",

@@ -12,8 +12,22 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from resources.guard import GUARDED_SCHEMAS
+
 # Arbitrary constant: the advisory lock key that serialises migrations.
 _MIGRATION_LOCK = 0x0DA7A3A54
+
+
+# Put the write guard on every table of the guarded schemas (resources/guard.py); a migration that adds tables ends
+# with this statement again. Tables made at run time (staging tables, partitions) are guarded where they are made.
+GUARD_EVERY_TABLE = f"""
+    DO $$ DECLARE t regclass; BEGIN
+        FOR t IN SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname IN ({", ".join(f"'{s}'" for s in GUARDED_SCHEMAS)}) AND c.relkind IN ('r', 'p') LOOP
+            PERFORM data_mash.guard(t);
+        END LOOP;
+    END $$
+"""
 
 
 @dataclass(frozen=True)
@@ -640,6 +654,83 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX saved_rows_by_wal ON sync.saved_rows (saved_by_wal, policy_id)",
         ),
     ),
+    Migration(
+        13,
+        "wal: keyed entry hashes over seq and the intent's whole state, principals, signed checkpoints, append-only log",
+        (
+            "ALTER TABLE wal.intents ADD COLUMN principal text",
+            # entries written before this migration keep their plain sha256 (version 1); new ones are keyed (2)
+            "ALTER TABLE wal.log ADD COLUMN hash_version smallint NOT NULL DEFAULT 1",
+            "ALTER TABLE wal.log ADD COLUMN key_id text",
+            """
+            CREATE TABLE wal.checkpoints (
+                id        bigserial   PRIMARY KEY,
+                taken_at  timestamptz NOT NULL,
+                body      jsonb       NOT NULL,
+                signature text        NOT NULL
+            )
+            """,
+            """
+            CREATE FUNCTION wal.append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION USING ERRCODE = 'DMW02',
+                    MESSAGE = format('%s on %I.%I refused: the WAL is append-only', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME);
+            END $$
+            """,
+            "CREATE TRIGGER wal_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wal.log "
+            "FOR EACH STATEMENT EXECUTE FUNCTION wal.append_only()",
+            "CREATE TRIGGER wal_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wal.checkpoints "
+            "FOR EACH STATEMENT EXECUTE FUNCTION wal.append_only()",
+            # from which seq on every entry is keyed: a plain-hash entry after it is a rewrite, not history
+            "CREATE TABLE wal.meta (key text PRIMARY KEY, value text NOT NULL)",
+            "INSERT INTO wal.meta (key, value) SELECT 'keyed_from_seq', (coalesce(max(seq), 0) + 1)::text FROM wal.log",
+            "CREATE TRIGGER wal_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON wal.meta "
+            "FOR EACH STATEMENT EXECUTE FUNCTION wal.append_only()",
+        ),
+    ),
+    Migration(
+        14,
+        "the write guard: a change to a product table is refused unless its transaction carries a pending WAL intent",
+        (
+            """
+            CREATE FUNCTION data_mash.require_intent() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                intent text := coalesce(current_setting('data_mash.intent', true), '');
+            BEGIN
+                IF coalesce(current_setting('data_mash.migration', true), '') <> '' THEN
+                    RETURN NULL;  -- a schema migration (resources/migrations.py)
+                END IF;
+                IF TG_TABLE_SCHEMA = 'new_platform'
+                   AND coalesce(current_setting('data_mash.external_writer', true), '') <> '' THEN
+                    RETURN NULL;  -- the new platform's own users, outside Data Mash
+                END IF;
+                IF intent = '' THEN
+                    RAISE EXCEPTION USING ERRCODE = 'DMW01',
+                        MESSAGE = format('%s on %I.%I refused: no WAL intent is open in this transaction',
+                                         TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME),
+                        HINT = 'every change to Data Mash''s stored state runs inside a WAL intent '
+                               '(resources/wal.py: WriteAheadLog.intent, WalStore.action)';
+                END IF;
+                IF NOT EXISTS (SELECT 1 FROM wal.intents WHERE id = intent::bigint AND status = 'pending') THEN
+                    RAISE EXCEPTION USING ERRCODE = 'DMW01',
+                        MESSAGE = format('%s on %I.%I refused: WAL intent %s is not pending', TG_OP, TG_TABLE_SCHEMA,
+                                         TG_TABLE_NAME, intent);
+                END IF;
+                RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE FUNCTION data_mash.guard(t regclass) RETURNS void LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'data_mash_wal_guard') THEN
+                    EXECUTE format('CREATE TRIGGER data_mash_wal_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE '
+                                   'ON %s FOR EACH STATEMENT EXECUTE FUNCTION data_mash.require_intent()', t);
+                END IF;
+            END $$
+            """,
+            GUARD_EVERY_TABLE,
+        ),
+    ),
 )
 
 
@@ -648,6 +739,7 @@ def migrate(engine: Engine) -> list[int]:
     applied_now: list[int] = []
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        conn.execute(text("SELECT set_config('data_mash.migration', 'on', true)"))  # the guard lets migrations write
         conn.execute(text("CREATE SCHEMA IF NOT EXISTS data_mash"))
         conn.execute(
             text(

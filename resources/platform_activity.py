@@ -38,6 +38,8 @@ def simulate_activity(engine: Engine, policies: int, *, seed: int = 7, at: datet
     params = {"n": policies, "seed": str(seed), "at": at, "only": only}
     periods = " ".join(f"WHEN '{mode}' THEN {n}" for mode, n in PERIODS.items())
     with psycopg_cursor(engine) as cur:
+        # the platform's own users write its tables outside Data Mash: the write guard lets them say so
+        cur.execute("SELECT set_config('data_mash.external_writer', 'new platform users (simulated)', true)")
         cur.execute(f"""
             CREATE TEMP TABLE activity ON COMMIT DROP AS
             SELECT policy_number, CASE {buckets} END AS kind FROM (

@@ -33,6 +33,7 @@ from sqlalchemy import text
 
 from canonical.tables import MONEY, V1_TABLES
 from legacy import outbound
+from resources.wal import WalStore
 from resources.database import psycopg_cursor
 from resources.intake_store import copy_arrow, copy_to_arrow, file_sha256
 from resources.target_store import (LoadResult, ReconCheck, TargetStore, _differing_keys, image_hashes,
@@ -85,14 +86,19 @@ class SyncStore:
 
     # -- nights ---------------------------------------------------------------------------
     def start(self, night: date) -> None:
-        with self.engine.begin() as conn:
+        with WalStore(self.engine).action(namespace="sync", operation="start_night", target="sync.nights",
+                                          wave=sync_id(night), payload={"night": night.isoformat()}), \
+                self.engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO sync.nights AS n (night, sync_id, status, started_at) VALUES (:n, :s, 'running', now()) "
                 "ON CONFLICT (night) DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL, "
                 "status_reason = NULL"), {"n": night, "s": sync_id(night)})
 
     def set_status(self, night: date, status: str, reason: str | None = None, report: dict | None = None) -> None:
-        with self.engine.begin() as conn:
+        with WalStore(self.engine).action(namespace="sync", operation="set_status", target="sync.nights",
+                                          wave=sync_id(night), payload={"night": night.isoformat(), "status": status,
+                                                                        "reason": reason}), \
+                self.engine.begin() as conn:
             conn.execute(text(
                 "UPDATE sync.nights SET status = :st, status_reason = :r, finished_at = now(), "
                 "report = coalesce(CAST(:rep AS jsonb), report) WHERE night = :n"),
@@ -359,12 +365,21 @@ class SyncStore:
                         "AND d.applied_at IS NULL AND d.undone_at IS NULL", params)
         return result
 
-    def resolve(self, policy_id: str, keep: str, *, actor: str, reason: str, wal_id: int) -> dict:
-        """Settle a queued manual conflict by hand: keep `legacy`'s version or the `new_platform`'s. The choice is
-        recorded on the decision, the queue entry released, and the next night carries it out (legacy's version
-        onto the platform, or the platform's kept, and written back where legacy services the policy)."""
+    def resolve(self, policy_id: str, keep: str, *, actor: str, reason: str) -> dict:
+        """Settle a queued manual conflict by hand, through the WAL (`resolve_conflict`): keep `legacy`'s version or
+        the `new_platform`'s. The choice is recorded on the decision, the queue entry released, and the next night
+        carries it out (legacy's version onto the platform, or the platform's kept, and written back where legacy
+        services the policy). Returns what was settled and its WAL intent (`wal_id`)."""
         if keep not in ("legacy", "new_platform"):
             raise ValueError(f"keep must be legacy or new_platform, not {keep!r}")
+        with WalStore(self.engine).action(namespace="sync", operation="resolve_conflict", target="sync.decisions",
+                                          payload={"policy": policy_id, "keep": keep, "reason": reason,
+                                                   "by": actor}) as intent:
+            done = self._resolve(policy_id, keep, actor, reason, intent.id)
+            intent.result = done
+        return {**done, "wal_id": intent.id}
+
+    def _resolve(self, policy_id: str, keep: str, actor: str, reason: str, wal_id: int) -> dict:
         now = datetime.now(timezone.utc)
         with psycopg_cursor(self.engine) as cur:
             cur.execute("SELECT id, night FROM sync.decisions WHERE policy_id = %s AND action = 'queue' "

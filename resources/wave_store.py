@@ -15,6 +15,7 @@ from resources.book_store import BookStore, in_book
 from resources.coexistence_store import CoexistenceStore
 from resources.database import psycopg_cursor
 from resources.intake_store import copy_arrow, copy_to_arrow
+from resources.wal import WalStore
 from routing.rules import condition_fields, selection_mask
 from routing.waves import ROUTED, WaveSpec
 
@@ -59,6 +60,15 @@ class WaveStore:
         return self.save_plan(name, waves, created_by)
 
     def save_plan(self, name: str, waves: list[WaveSpec], created_by: str) -> tuple[int, list[str]]:
+        """Save proposed waves as a draft plan, through the WAL (namespace `waves`, operation `save_plan`)."""
+        with WalStore(self.engine).action(namespace="waves", operation="save_plan", target="waves.plans",
+                                          payload={"name": name, "created_by": created_by, "waves": len(waves)}
+                                          ) as intent:
+            plan_id, ids = self._save_plan(name, waves, created_by)
+            intent.result = {"plan": plan_id, "waves": ids}
+        return plan_id, ids
+
+    def _save_plan(self, name: str, waves: list[WaveSpec], created_by: str) -> tuple[int, list[str]]:
         with self.engine.begin() as conn:
             book = json.dumps(CoexistenceStore(self.engine).book_drops())
             plan_id = conn.execute(text("INSERT INTO waves.plans (name, created_by, book) VALUES (:n, :b, :book) "
@@ -120,6 +130,19 @@ class WaveStore:
 
     def set_status(self, wave_id: str, status: str, *, allowed_from: tuple[str, ...], reason: str | None = None,
                    approved_by: str | None = None) -> dict:
+        """Move a wave to `status` (from one of `allowed_from`), through the WAL: an approval is operation
+        `approve`, any other change `set_status` (part of the enclosing intent when one is open)."""
+        self.wave(wave_id)  # an unknown wave is refused before anything is written
+        operation = "approve" if approved_by else "set_status"
+        with WalStore(self.engine).action(namespace="waves", operation=operation, target="waves.waves", wave=wave_id,
+                                          payload={"wave": wave_id, "status": status, "reason": reason,
+                                                   "approved_by": approved_by}) as intent:
+            self._set_status(wave_id, status, allowed_from, reason, approved_by)
+            intent.result = {"status": status}
+        return {**self.wave(wave_id), "status_wal_id": intent.id}
+
+    def _set_status(self, wave_id: str, status: str, allowed_from: tuple[str, ...], reason: str | None,
+                    approved_by: str | None) -> None:
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
             row = conn.execute(text("SELECT status FROM waves.waves WHERE wave_id = :w FOR UPDATE"), {"w": wave_id}).one_or_none()
@@ -132,7 +155,6 @@ class WaveStore:
                 "approved_by = coalesce(:by, approved_by), approved_at = CASE WHEN :by IS NULL THEN approved_at ELSE :now END, "
                 "attempts = attempts + CASE WHEN :s = 'running' THEN 1 ELSE 0 END WHERE wave_id = :w"),
                 {"s": status, "r": reason, "now": now, "by": approved_by, "w": wave_id})
-        return self.wave(wave_id)
 
     def due(self, now: datetime | None = None) -> list[dict]:
         """Approved waves whose scheduled start has come."""
@@ -149,6 +171,15 @@ class WaveStore:
         unknown = sorted(set(changes) - set(DEFAULT_GATES))
         if unknown:
             raise WaveError(f"no gate threshold {', '.join(unknown)}; thresholds are {', '.join(DEFAULT_GATES)}")
+        before = self.wave(wave_id)["gates"]
+        with WalStore(self.engine).action(namespace="waves", operation="set_gates", target="waves.waves", wave=wave_id,
+                                          payload={"wave": wave_id, "changes": changes, "before": before}) as intent:
+            self._set_gates(wave_id, changes)
+            wave = self.wave(wave_id)
+            intent.result = {"gates": wave["gates"]}
+        return wave
+
+    def _set_gates(self, wave_id: str, changes: dict[str, float]) -> None:
         with self.engine.begin() as conn:
             row = conn.execute(text("SELECT status, gates FROM waves.waves WHERE wave_id = :w FOR UPDATE"),
                                {"w": wave_id}).one_or_none()
@@ -158,7 +189,6 @@ class WaveStore:
                 raise WaveError(f"wave {wave_id} is {row[0]}; its gates can change only before it runs")
             conn.execute(text("UPDATE waves.waves SET gates = CAST(:g AS jsonb), updated_at = now() WHERE wave_id = :w"),
                          {"g": json.dumps({**row[1], **changes}), "w": wave_id})
-        return self.wave(wave_id)
 
     def save_report(self, wave_id: str, report: list[dict]) -> None:
         with self.engine.begin() as conn:

@@ -50,3 +50,27 @@ def run_one_wave(engine, resources, instance, *, target: str = "new_platform", c
                                                  dict(NO_GATES))], "tester")
     waves.set_status(wave, "approved", allowed_from=("draft",), approved_by="tester")
     return wave, run_wave(wave, resources=resources, launcher=InProcessLauncher(resources, instance))
+
+
+def as_intent(engine, what: str = "test setup"):
+    """A test's own change to stored state, made the way the product makes one: inside a WAL intent (the database
+    refuses writes outside one)."""
+    from resources.wal import WalStore
+
+    return WalStore(engine).action(namespace="test", operation="setup", target="test", payload={"what": what})
+
+
+def tampered(engine):
+    """A transaction as someone with administrator access to the database would run it: triggers off (the write
+    guard and the WAL's append-only rule with them), for tests of what verification and reconciliation catch."""
+    from contextlib import contextmanager
+
+    from sqlalchemy import text
+
+    @contextmanager
+    def transaction():
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            yield conn
+
+    return transaction()

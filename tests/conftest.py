@@ -22,6 +22,9 @@ from resources.database import dispose_engine, sqlalchemy_url
 from tests.inprocess import InProcessLauncher
 
 SERVER_ENV = "DATA_MASH_TEST_DATABASE_URL"
+# one WAL key for the whole session (its processes, and the template databases every test copies); the default key
+# file is tested on its own (tests/unit/test_wal_seal.py)
+os.environ.setdefault("DATA_MASH_WAL_KEY", "tests-only-wal-key-" + "7" * 40)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import dagster as dg
 
 from dagster_project.definitions import build_definitions
 from dagster_project.launcher import COMPENSATES, RunOutcome, run_outcome
+from resources.guard import current_principal
+from resources.wal import PRINCIPAL_TAG
 
 
 class InProcessLauncher:
@@ -32,7 +34,7 @@ class InProcessLauncher:
         result = self.defs.resolve_job_def(job_name).execute_in_process(
             instance=self.instance, partition_key=partition_key, asset_selection=asset_selection,
             run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}, **(run_config or {})},
-            raise_on_error=False, tags=tags or {})
+            raise_on_error=False, tags={PRINCIPAL_TAG: current_principal(), **(tags or {})})
         return run_outcome(self.instance, result.run_id)
 
     # a backfill: one run per contiguous range of partitions, as the canonical assets' single-run backfill policy

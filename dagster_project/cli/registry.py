@@ -167,21 +167,11 @@ def override(
     actor: str = typer.Option(os.environ.get("USER", "operator"), "--actor", help="Who decides (default: $USER)."),
 ) -> None:
     """Pin a policy to a target by hand, through the WAL; routing then records conflicts instead of moving it."""
-    from datetime import datetime, timezone
-
-    from dagster_project.environment import resources_for_environment
-
-    wal = resources_for_environment(resolved=True)["wal"].store()
-    intent = wal.begin(namespace="coexistence", operation="manual_override", target="coexistence.registry",
-                       key=f"override:{policy}:{to}:{datetime.now(timezone.utc).isoformat()}",
-                       payload={"policy_id": policy, "to": to, "reason": reason, "actor": actor})
     try:
-        change = open_coexistence().override(policy, to, reason, actor, intent.id)
+        change = open_coexistence().override(policy, to, reason, actor)
     except (LookupError, ValueError) as error:
-        wal.fail(intent, str(error))
         fail(str(error), 1)
-    wal.commit(intent, change)
-    out.print(f"{policy}: {change['from_target']} → {change['to_target']}, pinned (WAL intent {intent.id})", highlight=False)
+    out.print(f"{policy}: {change['from_target']} → {change['to_target']}, pinned (WAL intent {change['wal_id']})", highlight=False)
 
 
 @app.command()

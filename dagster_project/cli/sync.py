@@ -211,23 +211,15 @@ def sync_resolve(
 ) -> None:
     """Settle a manual conflict: keep legacy's version or the new platform's. The queue entry is released and the
     next night of sync carries the choice out (run `data-mash sync run` to do it now)."""
-    from dagster_project.environment import resources_for_environment
-
     if keep not in ("legacy", "new_platform"):
         fail(f"--keep: {keep!r} is neither legacy nor new_platform")
-    store = open_sync()
-    wal = resources_for_environment(resolved=True)["wal"].store()
-    intent = wal.begin(namespace="sync", operation="resolve_conflict", target="sync.decisions",
-                       key=f"sync:resolve:{policy}:{time.time_ns()}",
-                       payload={"policy": policy, "keep": keep, "reason": reason, "by": by})
     try:
-        done = store.resolve(policy, keep, actor=by, reason=reason, wal_id=intent.id)
+        done = open_sync().resolve(policy, keep, actor=by, reason=reason)
     except (LookupError, ValueError) as error:
-        wal.fail(intent, f"{type(error).__name__}: {error}")
         fail(str(error), 1)
-    wal.commit(intent, done)
     out.print(f"policy {policy}: conflict of the night of {done['night']} (decision {done['decision']}) settled: keep "
-              f"{keep}; released from the DQ queue. The next night of sync carries it out.", highlight=False)
+              f"{keep}; released from the DQ queue (WAL intent {done['wal_id']}). The next night of sync carries it "
+              "out.", highlight=False)
 
 
 @sync_app.command("rollback")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -38,16 +39,60 @@ def wal_replay(
 
 
 @wal_app.command("verify")
-def wal_verify() -> None:
-    """Walk every hash chain and cross-check the intents; exit 1 naming the first altered entry."""
-    report = open_wal().verify()
+def wal_verify(
+    checkpoint: list[Path] = typer.Option([], "--checkpoint", exists=True, dir_okay=False,
+                                          help="A checkpoint exported by `wal checkpoint` (repeatable): the chain must "
+                                               "still hold the entries it signed."),
+    public_key: Optional[str] = typer.Option(None, "--public-key",
+                                             help="The key checkpoints must be signed with (hex) [default: this WAL's]."),
+) -> None:
+    """Check every entry's keyed hash, place and replay order, every column of every intent, the write guard on every
+    product table, and any exported checkpoints; exit 1 naming the first bad entry and what differs."""
+    import json
+
+    checkpoints = []
+    for path in checkpoint:
+        try:
+            checkpoints.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as error:
+            fail(f"{path}: not a WAL checkpoint ({error})")
+    report = open_wal().verify(checkpoints, public_key)
     if report.ok:
-        out.print(f"WAL intact: {report.entries:,} entries in {report.chains} chain(s), {report.intents:,} intents.")
+        out.print(f"WAL intact: {report.entries:,} entries in {report.chains} chain(s), {report.intents:,} intents"
+                  + (f", {report.checkpoints} checkpoint(s) still hold" if checkpoints else "") + ".", highlight=False)
+        if report.unkeyed:
+            out.print(f"note: {report.unkeyed:,} entries were written before keyed hashing (a plain hash that anyone "
+                      "with database access could recompute): `data-mash wal checkpoint --output FILE` pins them.",
+                      highlight=False)
         return
     out.print(f"[red]WAL altered[/]: first problem: {report.problems[0]}", highlight=False)
     for problem in report.problems[1:20]:
         out.print(f"  also: {problem}", highlight=False)
+    if len(report.problems) > 20:
+        out.print(f"  and {len(report.problems) - 20:,} more", highlight=False)
     raise typer.Exit(1)
+
+
+@wal_app.command("checkpoint")
+def wal_checkpoint(
+    output: Optional[Path] = typer.Option(None, "--output", dir_okay=False,
+                                          help="Write the signed checkpoint here (JSON) as well: keep it off this host."),
+) -> None:
+    """Sign the chain heads now (Ed25519, with the WAL's key) and keep the checkpoint in the database; exported, it
+    proves later (`wal verify --checkpoint FILE`) that no entry up to here was rewritten."""
+    from dagster_project.environment import resources_for_environment
+
+    if output is not None and not output.parent.is_dir():
+        fail(f"--output {output}: the folder {output.parent} does not exist")
+    database = resources_for_environment(resolved=True)["database"]
+    checkpoint = open_wal().checkpoint(database.describe())
+    if output is not None:
+        output.write_text(dumps_exact(checkpoint) + "\n")
+    heads = ", ".join(f"{h['namespace']} at {h['chain_pos']}" for h in checkpoint["heads"])
+    out.print(f"Checkpoint of {len(checkpoint['heads'])} chain(s) ({heads}) taken at {checkpoint['taken_at']}"
+              + (f", written to {output}" if output else "") + ".", highlight=False)
+    out.print(f"Signed with public key {checkpoint['public_key']} (key id {checkpoint['key_id']}); an auditor checks "
+              "it with that key alone.", highlight=False)
 
 
 @wal_app.command("recover")

@@ -119,20 +119,15 @@ def wave_approve(
 ) -> None:
     """Approve a draft wave (or a failed or rolled-back one, to run it again), through the WAL;
     `wave_schedule_sensor` launches it when its start comes."""
-    from dagster_project.environment import resources_for_environment
     from resources.wave_store import WaveError
 
-    wal = resources_for_environment(resolved=True)["wal"].store()
-    attempt = _wave_or_fail(wave_id)["attempts"]
-    intent = wal.begin(namespace="waves", operation="approve", target="waves.waves", key=f"waves:{wave_id}:approve:{attempt}",
-                       payload={"wave": wave_id, "by": by}, wave=wave_id)
+    _wave_or_fail(wave_id)
     try:
         w = open_waves().set_status(wave_id, "approved", allowed_from=("draft", "failed", "rolled_back"), approved_by=by)
     except WaveError as error:
-        wal.fail(intent, str(error))
         fail(str(error), 1)
-    wal.commit(intent, {"status": "approved"})
-    out.print(f"{wave_id} approved by {by}; starts {w['scheduled_start']:%Y-%m-%d %H:%M} UTC (WAL intent {intent.id})",
+    out.print(f"{wave_id} approved by {by}; starts {w['scheduled_start']:%Y-%m-%d %H:%M} UTC (WAL intent "
+              f"{w['status_wal_id']})",
               highlight=False)
 
 
@@ -154,16 +149,10 @@ def wave_gates_cmd(
                 changes[name.strip()] = float(value)
             except ValueError:
                 fail(f"--set {item!r}: expected NAME=NUMBER, e.g. mean_dq_score=99")
-        wal = resources_for_environment(resolved=True)["wal"].store()
-        intent = wal.begin(namespace="waves", operation="set_gates", target="waves.waves",
-                           key=f"waves:{wave_id}:gates:{dumps_exact(changes)}:{w['attempts']}",
-                           payload={"wave": wave_id, "changes": changes, "before": w["gates"]}, wave=wave_id)
         try:
             w = open_waves().set_gates(wave_id, changes)
         except WaveError as error:
-            wal.fail(intent, str(error))
             fail(str(error), 1)
-        wal.commit(intent, {"gates": w["gates"]})
     table = Table(title=f"Wave {wave_id}: gate thresholds")
     table.add_column("gate")
     table.add_column("threshold", justify="right")

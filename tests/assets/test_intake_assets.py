@@ -11,7 +11,7 @@ from sqlalchemy import text
 from dagster_project.definitions import build_definitions
 from dagster_project.runner import ingest
 from resources.intake_store import partition_name, sql_name, staging_table_name
-from tests.book import expected_quarantine, manifest, sample_book
+from tests.book import expected_quarantine, manifest, sample_book, tampered
 from tests.inprocess import InProcessLauncher
 
 SOURCES = ["mainframe_life", "pc_csv"]
@@ -90,7 +90,7 @@ def test_accounting_check_fails_when_a_staged_record_goes_missing(resources, eng
     book = sample_book()
     assert ingest(book / "pc_csv", "pc_csv", "day-1", resources=resources, launcher=InProcessLauncher(resources, instance)).success
     part = partition_name(staging_table_name("pc_csv", "coverages"), "day-1")
-    with engine.begin() as conn:
+    with tampered(engine) as conn:  # someone with database access deletes a staged record
         conn.execute(text(f'DELETE FROM staging."{part}" WHERE record_no = 2'))
     key = dg.AssetKey(["legacy", "pc_csv", "coverages"])
     defs = build_definitions(resources=resources)

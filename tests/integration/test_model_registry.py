@@ -19,6 +19,7 @@ from canonical.registry import (VERSIONS, FrozenVersionError, ModelRegistry, NoU
                                 UnknownVersionError)
 from canonical.tables import V1, V1_TABLES, Column
 from resources.database import get_engine
+from resources.wal import WalStore
 from tests.unit.test_canonical_model import sample_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +29,10 @@ V1_HASH = "264cf6f94ad8531eacf093f6eb447e0c6c221e99fd8fb8f0a8c8a762abf7a03d"
 
 @pytest.fixture
 def registry(database_url) -> ModelRegistry:
-    return ModelRegistry(get_engine(database_url))
+    """The registry as the product builds it: each registration through the WAL."""
+    wal = WalStore(get_engine(database_url))
+    return ModelRegistry(get_engine(database_url), record=lambda operation, payload: wal.action(
+        namespace="canonical", operation=operation, target="canonical_registry.model_versions", payload=payload))
 
 
 def v1_tables() -> dict[str, pa.Table]:

@@ -6,6 +6,8 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import text
 
+from tests.book import as_intent
+
 from dagster_project.runner import route
 from resources.coexistence_store import CoexistenceStore
 from tests.inprocess import InProcessLauncher
@@ -83,8 +85,8 @@ def test_pinned_and_migrated_policies_are_not_moved_but_conflicts_are_recorded(r
     with engine.connect() as conn:
         pinned, migrated, plain = conn.execute(text(
             "SELECT policy_id FROM coexistence.registry WHERE planned_target <> 'dq_queue' ORDER BY policy_id LIMIT 3")).scalars()
-    store.override(pinned, "dq_queue", "claims team holds it", "tester", None)
-    with engine.begin() as conn:  # as a wave load will do
+    store.override(pinned, "dq_queue", "claims team holds it", "tester")
+    with as_intent(engine), engine.begin() as conn:  # as a wave load will do
         conn.execute(text("UPDATE coexistence.registry SET system_of_record = 'new_platform', planned_target = 'new_platform' "
                           "WHERE policy_id = :p"), {"p": migrated})
     assert route(rules_file(tmp_path, "coexistence_bridge", "3.0.0"), resources=resources, launcher=InProcessLauncher(resources, instance)).success
@@ -105,7 +107,7 @@ def test_where_answers_for_a_policy_in_each_state(routed, resources, engine):
     routed_only = store.where(a)
     assert routed_only["system_of_record"] in ("mainframe_life", "pc_csv") and not routed_only["pinned"]
     assert [c["change"] for c in routed_only["last_changes"]] == ["routing"]
-    store.override(b, "legacy_batch", "run off in legacy", "tester", None)
+    store.override(b, "legacy_batch", "run off in legacy", "tester")
     overridden = store.where(b)
     assert overridden["pinned"] and overridden["planned_target"] == "legacy_batch"
     assert [c["change"] for c in overridden["last_changes"]] == ["manual_override", "routing"]

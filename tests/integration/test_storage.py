@@ -35,8 +35,10 @@ def test_migrations_apply_once_even_when_raced(empty_database_url):
 
 
 def test_files_row_refuses_counts_that_do_not_add_up(engine):
+    from tests.book import as_intent
+
     with pytest.raises(Exception, match="check"):
-        with engine.begin() as conn:
+        with as_intent(engine), engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO intake.files (source, drop_id, kind, file_name, file_sha256, file_bytes, records_read, "
                 "records_parsed, records_quarantined, staging_table) VALUES ('s','d','k','f','x',1,10,8,1,'t')"))

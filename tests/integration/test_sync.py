@@ -223,10 +223,10 @@ def test_each_conflict_rule_settles_a_policy_both_sides_changed(
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sync.decisions WHERE night > :n"), {"n": NIGHT}).scalar_one() == 0
     store = _sync_store(resources)
-    store.resolve(migrated, "legacy", actor="tester", reason="legacy had the signed endorsement", wal_id=1)
-    store.resolve(bridge, "new_platform", actor="tester", reason="the platform's correction stands", wal_id=1)
+    store.resolve(migrated, "legacy", actor="tester", reason="legacy had the signed endorsement")
+    store.resolve(bridge, "new_platform", actor="tester", reason="the platform's correction stands")
     with pytest.raises(LookupError):
-        store.resolve(bridge, "legacy", actor="tester", reason="twice", wal_id=1)
+        store.resolve(bridge, "legacy", actor="tester", reason="twice")
     assert sync_night(NIGHT, resources=resources, launcher=InProcessLauncher(resources, instance)).success  # the same night, again
     with engine.connect() as conn:
         settled = dict(conn.execute(text(

@@ -15,7 +15,7 @@ from dagster_project.runner import reconcile_wave, rollback_wave, run_wave
 from legacy.outbound import read_policies
 from resources.wave_store import WaveStore
 from routing.waves import ROUTED, WaveSpec
-from tests.book import NO_GATES
+from tests.book import NO_GATES, as_intent, tampered
 from tests.inprocess import InProcessLauncher
 
 NEW_PLATFORM_TABLES = ("policy", "party", "coverage", "rating", "payment", "endorsement", "document", "claim_link")
@@ -94,9 +94,7 @@ def test_a_wave_loads_every_target_reconciles_and_reruns_without_change(waves, r
 def test_a_wave_that_fails_a_gate_loads_nothing(waves, resources, engine, instance):
     store, ids = waves
     before = snapshot(engine)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE waves.waves SET gates = jsonb_set(gates, '{mean_dq_score}', '100.5') WHERE wave_id = :w"),
-                     {"w": ids[0]})
+    store.set_gates(ids[0], {"mean_dq_score": 100.5})
     run = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not run.success and "waves/candidates: waves_candidates_dq_score" in run.failed_checks
     assert run.rollbacks == []  # nothing was loaded, nothing to undo
@@ -137,8 +135,11 @@ def test_a_load_that_fails_partway_is_rolled_back_automatically(waves, resources
                                           "AND namespace = 'targets'"), {"w": ids[1]}).all())
         steps = conn.execute(text("SELECT count(*) FROM wal.intents WHERE wave = :w AND namespace = 'compensation' "
                                   "AND status = 'committed'"), {"w": ids[1]}).scalar_one()
+    # the loads are undone; the reconciliations that checked them stay on record as what they were
     assert statuses == {"load_new_platform": "compensated", "write_legacy_batch": "compensated",
-                        "queue_held_back": "compensated", "record_bridge": "compensated"}
+                        "queue_held_back": "compensated", "record_bridge": "compensated",
+                        "reconcile_new_platform": "committed", "reconcile_legacy_batch": "committed",
+                        "reconcile_dq_queue": "committed"}
     assert steps == 5  # four targets and the candidate selection
     assert resources["wal"].store().verify().ok
     # a second rollback changes nothing, and writes nothing to the WAL
@@ -154,7 +155,7 @@ def test_a_failed_reconciliation_rolls_the_wave_back(waves, resources, engine, i
     store, ids = waves
     before = snapshot(engine)
     assert run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
-    with engine.begin() as conn:  # a cent lost on the new platform
+    with tampered(engine) as conn:  # a cent lost on the new platform
         victim = conn.execute(text("UPDATE new_platform.rating SET annual_premium = annual_premium - 0.01 WHERE "
                                    "policy_number = (SELECT min(policy_number) FROM new_platform.rating) "
                                    "RETURNING policy_number")).scalar_one()
@@ -232,14 +233,14 @@ def test_a_queued_policy_re_enters_a_later_wave_once_remediated(waves, resources
         queued = conn.execute(text("SELECT policy_id, reasons FROM targets.dq_queue WHERE wave_id = :w ORDER BY 1 LIMIT 1"),
                               {"w": ids[0]}).one()
     assert queued.reasons.startswith("routing rule ")
-    with engine.begin() as conn:  # remediation: its record is corrected where it breaks a business rule ...
+    with as_intent(engine), engine.begin() as conn:  # remediation: its record is corrected where it breaks a business rule ...
         conn.execute(text("UPDATE canonical.policies SET annual_premium = abs(annual_premium), expiration_date = CASE "
                           "WHEN expiration_date <= effective_date THEN NULL ELSE expiration_date END WHERE policy_id = :p"),
                      {"p": queued.policy_id})
         conn.execute(text("UPDATE canonical.coverages SET deductible_amount = least(deductible_amount, limit_amount) "
                           "WHERE policy_id = :p"), {"p": queued.policy_id})
     # ... and it is sent on by hand; a later wave takes it to the new platform and releases it from the queue
-    CoexistenceStore(engine).override(queued.policy_id, "new_platform", "remediated", "tester", None)
+    CoexistenceStore(engine).override(queued.policy_id, "new_platform", "remediated", "tester")
     _, (later,) = store.save_plan("remediated", [WaveSpec(0, "remediated", ROUTED, {
         "field": "policy_id", "operator": "equals", "value": queued.policy_id}, 10, datetime.now(timezone.utc),
         dict(NO_GATES))], "tester")
@@ -260,7 +261,7 @@ def test_a_failed_reconciliation_fails_its_run_and_the_compensation_sensor_rolls
     launcher = InProcessLauncher(resources, instance)
     loaded = run_wave(ids[0], resources=resources, launcher=launcher)
     assert loaded.success and launcher.requests_for(loaded.run_id) == []
-    with engine.begin() as conn:
+    with tampered(engine) as conn:
         conn.execute(text("DELETE FROM new_platform.claim_link WHERE wave_id = :w AND policy_number = "
                           "(SELECT min(policy_number) FROM new_platform.claim_link WHERE wave_id = :w)"), {"w": ids[0]})
     failed = reconcile_wave(ids[0], resources=resources, launcher=launcher, compensate=False)
@@ -280,8 +281,12 @@ def test_waves_selecting_at_the_same_time_never_share_a_policy(routed_book, engi
     _, ids = store.save_plan("parallel", specs, "tester")
     for wave_id in ids:
         store.set_status(wave_id, "running", allowed_from=("draft",))
+    def select(wave_id: str) -> int:
+        with as_intent(engine, f"select {wave_id}") as intent:  # each selection its own intent, as in a wave run
+            return store.select_candidates(wave_id, intent.id)
+
     with ThreadPoolExecutor(4) as pool:
-        selected = list(pool.map(lambda w: store.select_candidates(w, None), ids))
+        selected = list(pool.map(select, ids))
     with engine.connect() as conn:
         shared = conn.execute(text("SELECT count(*) FROM (SELECT policy_id FROM waves.candidates GROUP BY 1 "
                                    "HAVING count(*) > 1) d")).scalar_one()

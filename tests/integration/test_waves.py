@@ -8,9 +8,10 @@ import yaml
 from sqlalchemy import text
 
 from dagster_project.definitions import build_definitions
-from dagster_project.runner import run_wave
+from dagster_project.runner import rollback_wave, run_wave
 from resources.wave_store import WaveError, WaveStore
 from routing.waves import propose_plan
+from tests.book import tampered
 from tests.inprocess import InProcessLauncher
 
 
@@ -74,9 +75,7 @@ def test_gates_pass_for_a_clean_wave_and_stop_a_wave_that_falls_short(planned, r
     clean = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert clean.success and clean.failed_checks == []
     assert store.wave(ids[0])["status"] == "completed"
-    with engine.begin() as conn:  # a stricter wave: its mean DQ score cannot reach 100.5
-        conn.execute(text("UPDATE waves.waves SET gates = jsonb_set(gates, '{mean_dq_score}', '100.5') WHERE wave_id = :w"),
-                     {"w": ids[1]})
+    store.set_gates(ids[1], {"mean_dq_score": 100.5})  # a stricter wave: its mean DQ score cannot reach 100.5
     strict = run_wave(ids[1], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not strict.success
     assert "waves/candidates: waves_candidates_dq_score" in strict.failed_checks
@@ -88,9 +87,13 @@ def test_business_rules_name_the_policies_that_break_them(planned, resources, en
     store, plan_id, ids = planned
     store.set_status(ids[0], "approved", allowed_from=("draft",), approved_by="tester")
     assert run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         victim = conn.execute(text("SELECT policy_id FROM waves.candidates WHERE wave_id = :w ORDER BY policy_id LIMIT 1"),
                               {"w": ids[0]}).scalar_one()
+    # a completed wave runs again only once rolled back; its policy's record then breaks a rule
+    assert rollback_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
+    store.set_status(ids[0], "approved", allowed_from=("rolled_back",), approved_by="tester")
+    with tampered(engine) as conn:
         conn.execute(text("UPDATE canonical.policies SET annual_premium = -1 WHERE policy_id = :p"), {"p": victim})
     again = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert not again.success and "waves/candidates: waves_candidates_business_rules" in again.failed_checks
