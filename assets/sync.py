@@ -72,6 +72,7 @@ def build_sync_assets(rules: SyncRules):
                             payload={"night": night.isoformat(), "decisions": len(pending), "action": action},
                             wave=sync_id(night)) as intent:
                 wal.maybe_crash("mid_load", asset_key)
+                store.targets.before_publish = lambda: wal.maybe_crash("before_publish", asset_key)  # drills
                 result: LoadResult = work(store, night, intent.id)
                 intent.result = {"policies": result.policies, "rows": result.rows, "changed": result.changed,
                                  **result.detail}

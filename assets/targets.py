@@ -14,7 +14,7 @@ compensation sensors (`dagster_project/compensation.py`) roll the wave back.
 
 import dagster as dg
 
-from assets.waves import CANDIDATES, RUN_WAVE_JOB, WAVES_PARTITIONS
+from assets.waves import CANDIDATES, RUN_WAVE_JOB, WAVES_PARTITIONS, refuse_reload
 from resources.target_store import LoadResult, TargetsResource
 from resources.wal import WriteAheadLog
 from resources.wave_store import LOAD_FAILED, RECONCILIATION_FAILED, WaveStore
@@ -43,12 +43,14 @@ def _load(context: dg.AssetExecutionContext, wal: WriteAheadLog, targets: Target
     wave_id = context.partition_key
     asset_key = context.asset_key.to_user_string()
     store = targets.store()
+    refuse_reload(WaveStore(store.engine).wave(wave_id), asset_key)
     try:
         with wal.intent(context, namespace="targets", operation=OPERATIONS[name], target=f"targets.{name}",
                         key=f"targets:{wave_id}:{name}",
                         payload={"wave": wave_id, "mapping": store.mapping.target,
                                  "mapping_version": store.mapping.version, "mapping_hash": store.mapping.hash},
                         wave=wave_id) as intent:
+            store.before_publish = lambda: wal.maybe_crash("before_publish", asset_key)  # drills
             result: LoadResult = work(store, wave_id, intent.id, lambda _block: wal.maybe_crash("mid_load", asset_key))
             intent.result = {"policies": result.policies, "rows": result.rows, "changed": result.changed,
                              "registry_moved": result.registry_moved, **result.detail}

@@ -15,6 +15,15 @@ WAVES_PARTITIONS = dg.DynamicPartitionsDefinition(name="waves")
 CANDIDATES = dg.AssetKey(["waves", "candidates"])
 
 
+def refuse_reload(wave: dict, asset_key: str) -> None:
+    """A completed wave's policies belong to their targets now (the new platform owns its own): loading the wave
+    again would overwrite them with legacy's version. Only a rolled-back wave loads again."""
+    if wave["status"] == "completed":
+        raise dg.Failure(f"wave {wave['wave_id']} is completed: its policies are on their targets and the new platform "
+                         f"owns those it took, so {asset_key} does not load it again over them. Roll the wave back "
+                         f"first (`data-mash wave rollback {wave['wave_id']}`), approve it, and run it again.")
+
+
 @dg.asset(
     key=CANDIDATES,
     deps=[REGISTRY],
@@ -29,7 +38,8 @@ def wave_candidates(context: dg.AssetExecutionContext, database: DatabaseResourc
                     wal: WriteAheadLog) -> dg.MaterializeResult:
     store = WaveStore(database.engine())
     wave_id = context.partition_key
-    wave = store.set_status(wave_id, "running", allowed_from=("approved", "running", "failed", "completed"))
+    refuse_reload(store.wave(wave_id), CANDIDATES.to_user_string())
+    wave = store.set_status(wave_id, "running", allowed_from=("approved", "running", "failed"))
     with wal.intent(context, namespace="waves", operation="select_candidates", target="waves.candidates",
                     key=f"waves:{wave_id}:candidates:{wave['attempts']}",
                     payload={"wave": wave_id, "criteria": wave["criteria"], "size_cap": wave["size_cap"]},

@@ -257,7 +257,13 @@ def run_wave(wave_id: str, *, resources: dict | None = None, launcher=None, faul
     injects a failure into this run only, for demos and drills.
     """
     from assets.waves import RUN_WAVE_JOB, WAVES_PARTITIONS
+    from resources.wave_store import WaveError, WaveStore
 
+    resolved = resources or resources_for_environment(resolved=True)
+    wave = WaveStore(resolved["database"].engine()).wave(wave_id)  # an unknown wave is refused before any run
+    if wave["status"] == "completed":
+        raise WaveError(f"wave {wave_id} is completed: its policies are on their targets, and running it again would "
+                        f"load legacy's version over them. Roll it back first (`data-mash wave rollback {wave_id}`).")
     launcher = launcher_for(launcher, resources)
     refuse_second_run(launcher, {"data_mash/wave": wave_id}, f"wave {wave_id}")
     launcher.add_partitions(WAVES_PARTITIONS.name, [wave_id])

@@ -731,6 +731,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             GUARD_EVERY_TABLE,
         ),
     ),
+    Migration(
+        16,
+        "targets: an outbound file is `written` (recorded, beside the pickup folder) before it is `delivered`",
+        (
+            "ALTER TABLE targets.outbound_files DROP CONSTRAINT outbound_files_status_check",
+            "ALTER TABLE targets.outbound_files ADD CONSTRAINT outbound_files_status_check "
+            "CHECK (status IN ('written', 'delivered', 'withdrawn'))",
+            "DROP INDEX targets.outbound_files_one_delivered",
+            "CREATE UNIQUE INDEX outbound_files_one_live ON targets.outbound_files (wave_id) "
+            "WHERE status IN ('written', 'delivered')",
+        ),
+    ),
 )
 
 

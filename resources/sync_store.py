@@ -284,6 +284,7 @@ class SyncStore:
                                                 tag=f"SYNC{night:%Y%m%d}")  # the record's 16-byte batch field
             result.policies = policies
             result.detail["decisions_applied"] = self._settle(cur, night, wal_id, now)
+        self.targets.publish(result)
         return result
 
     def _platform_columns(self) -> dict[str, tuple[str, str, dict]]:

@@ -181,11 +181,21 @@ def _restore_registry(cur, wal_id: int, policy_id: str | None, now: datetime, ac
     return restored
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class TargetStore:
     def __init__(self, engine: Engine, outbound_dir: Path, mapping: TargetMapping | None = None):
         self.engine = engine
         self.outbound_dir = Path(outbound_dir)
         self.mapping = mapping or load_target_mapping()
+        self.before_publish = None  # drills: called between recording a batch and moving it into the pickup folder
 
     # -- readiness ------------------------------------------------------------------------
     def readiness(self) -> dict:
@@ -326,10 +336,16 @@ class TargetStore:
 
     # -- legacy batch ---------------------------------------------------------------------
     def batch_path(self, wave_id: str) -> Path:
+        """Where the mainframe picks the batch up."""
         return self.outbound_dir / "legacy_batch" / f"POLOUT-{wave_id}.dat"
 
+    def pending_path(self, wave_id: str) -> Path:
+        """Where the batch is written first: beside the pickup folder, not in it (same file system, for the rename)."""
+        return self.outbound_dir / ".pending" / "legacy_batch" / f"POLOUT-{wave_id}.dat"
+
     def write_legacy_batch(self, wave_id: str, wal_id: int, *, actor: str, block: int = 100_000) -> LoadResult:
-        """Write the wave's legacy-serviced policies as a POLOUT file, block by block, aside, then renamed into place."""
+        """Write the wave's legacy-serviced policies as a POLOUT file, block by block, aside; record it; then, once
+        the database has it, move it into the pickup folder."""
         now = datetime.now(timezone.utc)
         with psycopg_cursor(self.engine) as cur:
             policies = _scope(cur, wave_id, SCOPE["legacy_batch"])
@@ -337,20 +353,38 @@ class TargetStore:
                                         (self._batch_rows(cur, lo, hi) for lo, hi in _scope_ranges(cur, block)))
             result.policies = policies
             result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["legacy_batch"], None, now, actor)
+        self.publish(result)
         return result
+
+    def publish(self, result: LoadResult) -> None:
+        """After the transaction that recorded a batch as `written` committed: move it from beside the pickup folder
+        into it, and record it `delivered`. A crash before this leaves a recorded file outside the pickup folder,
+        which compensation withdraws (or a rerun writes again); never an unrecorded file where the mainframe looks."""
+        publication = result.detail.pop("publish", None)
+        if publication is None:
+            return
+        if self.before_publish is not None:
+            self.before_publish()
+        pending, path = Path(publication["pending"]), Path(publication["path"])
+        os.replace(pending, path)
+        _fsync_dir(path.parent)
+        with psycopg_cursor(self.engine) as cur:
+            cur.execute("UPDATE targets.outbound_files SET status = 'delivered' WHERE file_id = %s AND status = "
+                        "'written'", (publication["file_id"],))
 
     def deliver_batch(self, cur, batch_id: str, wal_id: int, now: datetime, blocks, tag: str | None = None) -> LoadResult:
         """Write POLOUT-<batch_id>.dat from `blocks` of (canonical policy columns, coverage count and total limit),
-        fsynced aside and renamed into place, and record it with its records (a rerun that writes the same bytes
-        keeps the delivered file). Each record carries `tag` (default the batch id: a wave's id)."""
+        fsynced beside the pickup folder, and record it `written` with its records in the caller's transaction; the
+        caller `publish`es it once that transaction committed (a rerun that writes the same bytes keeps the delivered
+        file). Each record carries `tag` (default the batch id: a wave's id)."""
         result = LoadResult()
-        path = self.batch_path(batch_id)
+        path, pending = self.batch_path(batch_id), self.pending_path(batch_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
+        pending.parent.mkdir(parents=True, exist_ok=True)
         cur.execute("DROP TABLE IF EXISTS pg_temp.batch_records")
         cur.execute("CREATE TEMP TABLE batch_records (policy_id text, record_no bigint) ON COMMIT DROP")
         records, premium = 0, 0
-        with open(partial, "wb") as f:
+        with open(pending, "wb") as f:
             for policies, summary in blocks:
                 f.write(outbound.encode_policies(policies, summary.column("coverage_count"),
                                                  summary.column("total_limit"), tag or batch_id))
@@ -361,27 +395,27 @@ class TargetStore:
                 premium += pc.sum(policies.column("annual_premium")).as_py() or 0
             f.flush()
             os.fsync(f.fileno())
-        digest = file_sha256(partial)
-        cur.execute("SELECT file_id, sha256 FROM targets.outbound_files WHERE wave_id = %s AND status = 'delivered'",
-                    (batch_id,))
+        digest = file_sha256(pending)
+        cur.execute("SELECT file_id, sha256, status FROM targets.outbound_files WHERE wave_id = %s "
+                    "AND status IN ('written', 'delivered')", (batch_id,))
         existing = cur.fetchone()
-        if existing and existing[1] == digest and path.exists():
-            partial.unlink()
+        if existing and existing[1] == digest and existing[2] == "delivered" and path.exists():
+            pending.unlink()
             result.detail = {"file": str(path), "sha256": digest, "unchanged": True}
         else:
             if existing:
                 cur.execute("DELETE FROM targets.outbound_records WHERE file_id = %s", (existing[0],))
                 cur.execute("DELETE FROM targets.outbound_files WHERE file_id = %s", (existing[0],))
             cur.execute("INSERT INTO targets.outbound_files (wave_id, path, records, sha256, annual_premium, status, "
-                        "written_at, wal_id) VALUES (%s, %s, %s, %s, %s, 'delivered', %s, %s) RETURNING file_id",
+                        "written_at, wal_id) VALUES (%s, %s, %s, %s, %s, 'written', %s, %s) RETURNING file_id",
                         (batch_id, str(path), records, digest, premium, now, wal_id))
             file_id = cur.fetchone()[0]
             cur.execute("INSERT INTO targets.outbound_records (file_id, policy_id, record_no) "
                         "SELECT %s, policy_id, record_no FROM batch_records", (file_id,))
             cur.execute("ANALYZE targets.outbound_records")
-            os.replace(partial, path)  # in place before the transaction commits; a rerun rewrites it the same
             result.inserted["records"] = records
-            result.detail = {"file": str(path), "sha256": digest, "unchanged": False}
+            result.detail = {"file": str(path), "sha256": digest, "unchanged": False,
+                             "publish": {"file_id": file_id, "pending": str(pending), "path": str(path)}}
         result.rows["records"] = records
         return result
 
@@ -508,21 +542,19 @@ class TargetStore:
                 with open(path.with_suffix(".withdrawn"), "a", encoding="ascii") as f:
                     f.write(f"{policy_id}\n")
             return {"outbound_records_withdrawn": cur.rowcount}
+        # delivered, or recorded but not yet moved into the pickup folder (a crash between the two)
         cur.execute("UPDATE targets.outbound_files SET status = 'withdrawn', withdrawn_at = %s "
-                    "WHERE wal_id = %s AND status = 'delivered' RETURNING path", (now, wal_id))
+                    "WHERE wal_id = %s AND status IN ('delivered', 'written') RETURNING path", (now, wal_id))
         withdrawn = [Path(r[0]) for r in cur.fetchall()]
+        folder = path.parent / "withdrawn"
         moved = 0
-        for p in [*withdrawn, path.with_suffix(".partial")]:
-            if p.exists():
-                folder = p.parent / "withdrawn"
-                folder.mkdir(exist_ok=True)
-                os.replace(p, folder / f"{p.name}.{now:%Y%m%dT%H%M%S}")
-                moved += 1
-        if not withdrawn and path.exists():  # written by a load whose transaction never committed
-            folder = path.parent / "withdrawn"
-            folder.mkdir(exist_ok=True)
-            os.replace(path, folder / f"{path.name}.uncommitted.{now:%Y%m%dT%H%M%S}")
-            moved += 1
+        for p in {*withdrawn, path}:
+            # the file in the pickup folder, and the one beside it that a crash left unmoved (recorded or not)
+            for found, suffix in ((p, ""), (self.outbound_dir / ".pending" / p.parent.name / p.name, ".unpublished")):
+                if found.exists():
+                    folder.mkdir(exist_ok=True)
+                    os.replace(found, folder / f"{found.name}{suffix}.{now:%Y%m%dT%H%M%S}")
+                    moved += 1
         return {"outbound_files_withdrawn": len(withdrawn), "files_moved": moved}
 
     # -- reconciliation -------------------------------------------------------------------

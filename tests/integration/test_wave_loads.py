@@ -13,7 +13,7 @@ from sqlalchemy import text
 from dagster_project.definitions import build_definitions
 from dagster_project.runner import reconcile_wave, rollback_wave, run_wave
 from legacy.outbound import read_policies
-from resources.wave_store import WaveStore
+from resources.wave_store import WaveError, WaveStore
 from routing.waves import ROUTED, WaveSpec
 from tests.book import NO_GATES, as_intent, tampered
 from tests.inprocess import InProcessLauncher
@@ -58,7 +58,8 @@ def waves(routed_book, engine):
     return store, ids
 
 
-def test_a_wave_loads_every_target_reconciles_and_reruns_without_change(waves, resources, engine, instance):
+def test_a_wave_loads_every_target_reconciles_and_once_completed_refuses_to_load_again(waves, resources, engine,
+                                                                                      instance):
     store, ids = waves
     run = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert run.success, (run.error, run.failed_checks)
@@ -85,10 +86,44 @@ def test_a_wave_loads_every_target_reconciles_and_reruns_without_change(waves, r
     assert batch.num_rows == by_target["legacy_batch"] + by_target["coexistence_bridge"]
     assert {r["target"] for r in wave["report"]} == set(by_target)
 
+    # the new platform owns the migrated policies now: neither the wave nor one of its target partitions loads again
+    # over them (a re-materialization once rewrote migrated policies with legacy's version), until it is rolled back
     before = snapshot(engine)
-    again = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
-    assert again.success, again.error
-    assert snapshot(engine) == before  # a rerun of the same wave changes nothing, down to load times
+    with pytest.raises(WaveError, match=f"wave {ids[0]} is completed.*Roll it back first"):
+        run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
+    from assets.targets import NEW_PLATFORM
+
+    again = InProcessLauncher(resources, instance).run("run_wave_job", partition_key=ids[0],
+                                                       asset_selection=[NEW_PLATFORM])
+    assert not again.success and "is completed" in again.error and "does not load it again" in again.error
+    assert snapshot(engine) == before  # nothing changed, down to load times
+    assert store.wave(ids[0])["status"] == "completed"
+
+
+def test_a_crash_between_recording_the_batch_and_delivering_it_leaves_no_file_for_the_mainframe(waves, resources,
+                                                                                                  engine, instance, home):
+    store, ids = waves
+    launcher = InProcessLauncher(resources, instance)
+    run = run_wave(ids[0], resources=resources, launcher=launcher, compensate=False,
+                   fault="fail:before_publish:targets/legacy_batch")
+    assert not run.success and "before_publish" in run.error
+    pickup = home / "outbound" / "legacy_batch"
+    assert sorted(p.name for p in pickup.glob("*.dat")) == []  # nothing where the mainframe picks files up
+    with engine.connect() as conn:
+        (status,) = conn.execute(text("SELECT status FROM targets.outbound_files WHERE wave_id = :w"),
+                                 {"w": ids[0]}).scalars()
+    assert status == "written"  # recorded, beside the pickup folder
+    (rollback,) = launcher.compensations(run.run_id)
+    assert rollback.success, rollback.error
+    assert list(pickup.glob("*.dat")) == [] and list((home / "outbound" / ".pending").rglob("*.dat")) == []
+    assert [p.name.split(".dat")[1].split(".")[1] for p in (pickup / "withdrawn").iterdir()] == ["unpublished"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM targets.outbound_files WHERE wave_id = :w"),
+                            {"w": ids[0]}).scalar_one() == "withdrawn"
+    # approved again, the wave delivers its file whole
+    store.set_status(ids[0], "approved", allowed_from=("rolled_back",), approved_by="tester")
+    assert run_wave(ids[0], resources=resources, launcher=launcher).success
+    assert [p.name for p in pickup.glob("*.dat")] == [f"POLOUT-{ids[0]}.dat"]
 
 
 def test_a_wave_that_fails_a_gate_loads_nothing(waves, resources, engine, instance):

@@ -11,6 +11,7 @@ from dagster_project.definitions import build_definitions
 from dagster_project.runner import rollback_wave, run_wave
 from resources.wave_store import WaveError, WaveStore
 from routing.waves import propose_plan
+from resources.wave_store import WaveError
 from tests.book import tampered
 from tests.inprocess import InProcessLauncher
 
@@ -51,8 +52,8 @@ def test_a_wave_selects_its_policies_once_and_the_next_wave_excludes_them(planne
         store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="tester")
     first = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert first.success, first.error
-    again = run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))  # a rerun replaces its selection
-    assert again.success
+    with pytest.raises(WaveError, match="is completed"):  # a completed wave does not select again
+        run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance))
     assert run_wave(ids[1], resources=resources, launcher=InProcessLauncher(resources, instance)).success
     with engine.connect() as conn:
         rows = conn.execute(text(
@@ -65,7 +66,7 @@ def test_a_wave_selects_its_policies_once_and_the_next_wave_excludes_them(planne
     assert all(r.target == "new_platform" and r.system_of_record == "new_platform" for r in by_wave[ids[0]])
     assert all(r.status == "in_force" and r.dq_score >= 99 for r in by_wave[ids[0]])  # wave 0's criteria
     assert not {r.policy_id for r in by_wave[ids[0]]} & {r.policy_id for r in by_wave[ids[1]]}
-    assert store.wave(ids[0])["status"] == "completed" and store.wave(ids[0])["attempts"] == 2
+    assert store.wave(ids[0])["status"] == "completed" and store.wave(ids[0])["attempts"] == 1  # refused: no attempt
 
 
 def test_gates_pass_for_a_clean_wave_and_stop_a_wave_that_falls_short(planned, resources, engine, instance):
