@@ -147,6 +147,34 @@ def test_a_wave_whose_worker_is_killed_mid_load_is_failed_and_rolled_back_by_the
     assert world.resources["wal"].store().wave_entries(wave, ("load_new_platform",), ("pending",)) == []
 
 
+def test_a_worker_that_dies_between_recording_the_batch_and_delivering_it_leaves_no_file_for_the_mainframe(world):
+    from dagster_project.runner import run_wave
+    from resources.wave_store import WaveStore
+    from routing.waves import ROUTED, WaveSpec
+    from tests.book import NO_GATES
+    from tests.integration.test_wave_loads import snapshot
+
+    waves = WaveStore(world.engine)
+    _, (wave,) = waves.save_plan("publish drill", [WaveSpec(0, "everything routed", ROUTED, True, 10_000,
+                                                            datetime.now(timezone.utc), dict(NO_GATES))], "tester")
+    waves.set_status(wave, "approved", allowed_from=("draft",), approved_by="tester")
+    before = snapshot(world.engine, world.home / "outbound")
+    # the worker exits at once (as if killed) after the batch is recorded, before it is moved into the pickup folder
+    outcome = run_wave(wave, resources=world.resources, launcher=world.launcher,
+                       fault="before_publish:targets/legacy_batch")
+    assert not outcome.success
+    assert world.launcher.instance.get_run_by_id(outcome.run_id).status == dg.DagsterRunStatus.FAILURE
+    (rollback,) = outcome.rollbacks
+    assert rollback.success, rollback.error
+    pickup = world.home / "outbound" / "legacy_batch"
+    assert not (pickup / f"POLOUT-{wave}.dat").exists()
+    assert [p.name for p in (pickup / "withdrawn").glob(f"POLOUT-{wave}.dat.unpublished.*")]
+    assert snapshot(world.engine, world.home / "outbound") == before
+    with world.engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM targets.outbound_files WHERE wave_id = :w"),
+                            {"w": wave}).scalar_one() == "withdrawn"
+
+
 def test_a_night_of_sync_whose_worker_is_killed_mid_write_is_rolled_back_by_the_daemon(world):
     from dagster_project.runner import rollback_sync, sync_night, tonight
     from resources.platform_activity import simulate_activity
