@@ -640,6 +640,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX saved_rows_by_wal ON sync.saved_rows (saved_by_wal, policy_id)",
         ),
     ),
+    # 13 and 14 are reserved for work on other branches
+    Migration(
+        15,
+        "intake: each drop's integrity check (verified, refused before staging, or undone after a file failed), "
+        "its manifest and the reason",
+        (
+            "ALTER TABLE intake.drops ADD COLUMN status text NOT NULL DEFAULT 'registered' "
+            "CHECK (status IN ('registered', 'verified', 'refused', 'undone'))",
+            "ALTER TABLE intake.drops ADD COLUMN manifest jsonb",
+            "ALTER TABLE intake.drops ADD COLUMN error text",
+            "ALTER TABLE intake.drops ADD COLUMN checked_at timestamptz",
+            "ALTER TABLE intake.drops ADD COLUMN wal_id bigint REFERENCES wal.intents (id)",
+        ),
+    ),
 )
 
 
