@@ -357,6 +357,9 @@ def verify_drop(source: SourceConfig, drop: Path, drop_id: str | None = None) ->
     except DropFileError as error:
         raise DropRefused(source.name, name, [DropProblem(drop.name, "missing_file", str(error),
                                                           "put the file in the drop, or " + _RESEND)]) from None
+    except PermissionError as error:
+        raise DropRefused(source.name, name, [DropProblem(drop.name, "unreadable", f"cannot be read: {error}",
+                                                          "check the folder's permissions")]) from None
     problems: list[DropProblem] = []
     control: dict[str, ControlEntry] = {}
     control_name = None
@@ -370,6 +373,9 @@ def verify_drop(source: SourceConfig, drop: Path, drop_id: str | None = None) ->
                 control = parse_control_file(path)
             except DropRefused as refused:
                 problems += refused.problems
+            except OSError as error:
+                problems.append(DropProblem(path.name, "control_file", f"cannot be read: {error.strerror or error}",
+                                            "check the file's permissions, or " + _RESEND))
             else:
                 present = {p.name for p in files.values()}
                 for entry in control.values():

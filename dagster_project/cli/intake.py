@@ -157,7 +157,7 @@ def ingest_drop(path: Path, source: str, drop_id: str | None):
     try:
         with console.status(f"Ingesting {path.name} as {source} through Dagster…"):
             return run_ingest(path, source, drop_id)
-    except (FileNotFoundError, KeyError, ValueError) as error:  # a refused drop (DropRefused) too: unreadable input
+    except (OSError, KeyError, ValueError) as error:  # a refused drop (DropRefused) too: unreadable input
         fail(escape(str(error)))
 
 
