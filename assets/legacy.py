@@ -71,7 +71,7 @@ def build_intake_assets(source: SourceConfig) -> "tuple[list[dg.AssetsDefinition
     partitions = drops_partitions(source.name)
     assets, checks = [_drop_asset(source, partitions)], []
     for spec in source.files:
-        assets.append(_intake_asset(source, spec.kind, spec.required, partitions))
+        assets.append(_intake_asset(source, spec.kind, partitions))
         checks.append(_accounted_check(source, spec.kind, partitions))
     return assets, checks
 
@@ -175,7 +175,7 @@ def _undo_drop(context, source: SourceConfig, drop_id: str, kind: str, file_name
         "removed": dg.MetadataValue.json(removed), "undo_wal_entry_id": intent.id})
 
 
-def _intake_asset(source: SourceConfig, kind: str, required: bool, partitions) -> dg.AssetsDefinition:
+def _intake_asset(source: SourceConfig, kind: str, partitions) -> dg.AssetsDefinition:
     key = intake_asset_key(source.name, kind)
     pii = set(source.pii)
 
@@ -206,15 +206,16 @@ def _intake_asset(source: SourceConfig, kind: str, required: bool, partitions) -
         if state is not None and state.status in ("refused", "undone"):
             raise dg.Failure(f"{source.name} drop {drop_id} was {state.status}, so its {kind} file is not staged. "
                              f"{state.error or ''}")
-        path = locate_file(source, kind, drop_dir)
+        try:  # a file missing or gone unreadable since the drop check fails the drop like any other failure
+            path = locate_file(source, kind, drop_dir)
+            sha = file_sha256(path) if path is not None else None
+        except Exception as error:  # noqa: BLE001
+            _undo_drop(context, source, drop_id, kind, source.file(kind).pattern, store, wal, error)
         if path is None:
-            if required:
-                raise dg.Failure(f"drop {drop_id!r} of {source.name} has no {kind} file")
             context.log.info(f"drop {drop_id} of {source.name} has no {kind} file (optional)")
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "file": "absent"})
         entry = ((state.manifest or {}).get("files") or {}).get(kind) if state is not None else None
         check = FileCheck.from_json(entry) if entry else None  # what the drop check declared this file holds
-        sha = file_sha256(path)
         asset_key = key.to_user_string()
         try:
             with wal.intent(

@@ -283,3 +283,28 @@ def test_status_says_which_drops_were_refused_or_undone_and_why(resources, engin
     assert "pc_csv drop undone-1: Dagster run" in said and "drop undone: a file failed while it was staged" in said
     assert "the policies file policies.csv failed while it was staged" in said
     assert re.search(r"pc_csv drop taken-1: Dagster run \S+ succeeded", said)
+
+
+def test_a_required_file_gone_after_the_drop_check_undoes_the_drop(resources, engine, instance, tmp_path,
+                                                                   monkeypatch):
+    import legacy.intake
+    from legacy.sources import DropFileError
+
+    real = legacy.intake.find_drop_files
+
+    def vanished(source, drop_dir):  # policies.csv disappears between the drop check and its staging step
+        found = real(source, drop_dir)
+        if source.name == PC and "coverages" in {p.stem for p in staged_files(engine)}:
+            raise DropFileError(f"drop {drop_dir}: no file matches pattern 'policies*.csv' for the "
+                                              "required pc_csv policies file")
+        return found
+
+    monkeypatch.setattr(legacy.intake, "find_drop_files", vanished)
+    outcome = run_landed(resources, instance, PC, "vanished", copy_drop(tmp_path, PC))
+    assert not outcome.success and "policies*.csv" in outcome.error and "the whole drop is undone" in outcome.error
+    assert staged(engine, PC, "vanished") == NOTHING and drop_row(engine, PC, "vanished")[0] == "undone"
+
+
+def staged_files(engine) -> list[Path]:
+    with engine.connect() as conn:
+        return [Path(n) for n in conn.execute(text("SELECT file_name FROM intake.files")).scalars()]
