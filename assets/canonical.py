@@ -48,7 +48,10 @@ def build_canonical_assets(source: SourceConfig) -> "tuple[list[dg.AssetsDefinit
 
 def _canonical_asset(source: SourceConfig, table: str, kind: str) -> dg.AssetsDefinition:
     canonical = V1_TABLES[table]
-    deps = [intake_asset_key(source.name, kind)]
+    # a drop is mapped once it is taken whole: after every one of its files is staged (a file that fails undoes the
+    # drop, and the mapping of it is skipped), not as soon as the one file this table is mapped from is
+    deps = [intake_asset_key(source.name, kind)] + [intake_asset_key(source.name, f.kind) for f in source.files
+                                                     if f.kind != kind]
     if table != "policies":
         deps.append(canonical_asset_key(source.name, "policies"))
 

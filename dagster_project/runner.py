@@ -19,6 +19,7 @@ from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import ingest_job_name
 from dagster_project.launcher import RunOutcome
 from dagster_project.partitions import drops_partitions_name
+from legacy.integrity import verify_drop
 from legacy.sources import find_drop_files, load_source
 from resources.intake_store import IntakeStore
 from resources.landing import content_hash, valid_drop_id
@@ -69,6 +70,8 @@ class IngestOutcome:
     failed_checks: list[str]
     error: str | None = None
     canonical: list = field(default_factory=list)
+    drop_status: str | None = None  # intake.drops: verified, refused (nothing staged) or undone (a file failed)
+    drop_error: str | None = None
 
 
 def default_drop_id(path: Path, digest: str) -> str:
@@ -86,13 +89,16 @@ def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resource
     path = path.resolve()
     if path.is_dir():
         find_drop_files(source, path)  # fail early, naming the missing file, before anything moves
+    if drop_id is not None:
+        valid_drop_id(drop_id)
+    # the same check the run's legacy/<source>/drop asset makes, up front: a bad drop is refused (DropRefused, a
+    # ValueError) before it is landed or a run is launched; the run checks again (the drop it stages is the landed one)
+    verify_drop(source, path, drop_id or path.name)
     if drop_id is None:  # name the drop after its content; the landed copy's hash below is the one recorded
         drop_id = default_drop_id(path, content_hash(path) if path.is_dir() else "single")
     drop = landing.place(source.name, valid_drop_id(drop_id), path)
     digest = content_hash(drop.path)
-    files = {kind: str(p.name) for kind, p in find_drop_files(source, drop.path).items()}
-    store = IntakeStore(database.engine())
-    store.register_drop(source.name, drop_id, digest, drop.path, files)
+    store = IntakeStore(database.engine())  # the run's drop asset registers the drop, with its verdict
 
     launcher = launcher_for(launcher, resources)
     launcher.add_partitions(drops_partitions_name(source.name), [drop_id])
@@ -100,8 +106,10 @@ def ingest(path: Path, source_name: str, drop_id: str | None = None, *, resource
                        run_config=fault_config(fault),
                        tags={"data_mash/source": source.name, "data_mash/drop": f"{source.name}:{drop_id}",
                              "data_mash/content_hash": digest, "data_mash/launched_by": "cli"})
+    state = store.drop_state(source.name, drop_id)
     return IngestOutcome(source.name, drop_id, run.run_id, run.success, file_outcomes(store, source.name, drop_id),
-                         run.failed_checks, run.error, canonical_outcomes(store.engine, source.name, drop_id))
+                         run.failed_checks, run.error, canonical_outcomes(store.engine, source.name, drop_id),
+                         state.status if state else None, state.error if state else None)
 
 
 @dataclass

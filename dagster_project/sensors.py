@@ -39,8 +39,9 @@ def build_landing_sensor(sources: list[str], jobs) -> dg.SensorDefinition:
                 digest = content_hash(drop.path)
                 handled[drop.drop_id] = digest
                 earlier = store.drop_with_hash(source, digest) or next(
-                    (d for d, h in handled.items() if h == digest and d != drop.drop_id), None
-                )
+                    (d for d, h in handled.items() if h == digest and d != drop.drop_id
+                     and not _not_taken(store, source, d)), None
+                )  # a drop that was refused or undone does not stand in the way of the same files sent again
                 if earlier is not None:
                     skipped.append(f"{source}/{drop.drop_id} has the same content as drop {earlier}: not taken again")
                     continue
@@ -65,6 +66,11 @@ def build_landing_sensor(sources: list[str], jobs) -> dg.SensorDefinition:
         )
 
     return landing_sensor
+
+
+def _not_taken(store: IntakeStore, source: str, drop_id: str) -> bool:
+    state = store.drop_state(source, drop_id)
+    return state is not None and state.status in ("refused", "undone")
 
 
 def build_wal_recovery_sensor(jobs) -> dg.SensorDefinition:

@@ -14,7 +14,11 @@ blocks, exactly like the copybook decoder does for mainframe files:
 Reason codes: ``column_count`` (wrong number of fields, an empty line or a line
 whose quotes do not balance), ``invalid_encoding`` (bytes that are not valid in
 the declared encoding; ``field`` = the column), ``invalid_number`` (an
-integer/amount column that does not parse; ``field`` = the column).
+integer/amount column that does not parse; ``field`` = the column),
+``record_too_long`` (a line longer than ``max_record_bytes``; it never reaches
+the CSV parser, and its ``raw`` holds only its first ``RAW_CAP`` bytes) and
+``field_too_long`` (a value longer than ``max_field_bytes``; ``field`` = the
+column).
 
 A record is never dropped silently: for every block, good + quarantined = the
 data lines of that block.  A header that does not match the configured columns
@@ -54,9 +58,15 @@ __all__ = [
     "parse_amounts",
     "parse_integers",
     "read_csv_file",
+    "read_header_line",
 ]
 
 COLUMN_TYPES = ("text", "integer", "amount")
+
+DEFAULT_MAX_FIELD_BYTES = 64 << 10
+DEFAULT_MAX_RECORD_BYTES = 1 << 20
+RAW_CAP = 64 << 10  # raw bytes kept of a record too long to keep whole
+SHOWN_VALUE = 64  # characters of a value shown in a quarantine detail
 
 _UTF8_COMPATIBLE = {"utf_8", "utf-8", "utf8", "ascii", "us_ascii", "us-ascii", "646"}
 
@@ -176,6 +186,15 @@ def _split_header(line: bytes, encoding: str, delimiter: str, quotechar: str) ->
     return [f.strip() for f in rows[0]] if rows else []
 
 
+def read_header_line(f, path: Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> bytes:
+    """The first line (with its newline), read with a bound: a file without newlines is not read whole."""
+    limit = max(max_record_bytes, 1 << 20)
+    first = f.readline(limit + 2)
+    if len(first) > limit and not first.endswith(b"\n"):
+        raise CsvHeaderError(f"{path}: line 1: longer than {limit:,} bytes, so not a header line")
+    return first
+
+
 def _check_header(path: Path, line: bytes, names: Sequence[str], encoding: str, delimiter: str, quotechar: str) -> None:
     try:
         found = _split_header(line.rstrip(b"\r"), encoding, delimiter, quotechar)
@@ -272,6 +291,11 @@ def _field_of_bad_byte(line: bytes, encoding: str, delimiter: str, quotechar: st
     return None, f"not valid {encoding}"  # pragma: no cover - only called for lines that fail to decode
 
 
+def _shown(value: str) -> str:
+    """A value as a quarantine detail shows it: quoted, and cut after SHOWN_VALUE characters."""
+    return repr(value) if len(value) <= SHOWN_VALUE else repr(value[:SHOWN_VALUE]) + "…"
+
+
 def _parse_fallback(text_lines: list[str], ncols: int, delimiter: str, quotechar: str) -> tuple[list[list[str]], list[tuple[int, int]]]:
     """Per-line parse with the csv module (used only if pyarrow's row accounting disagrees)."""
     rows: list[list[str]] = []
@@ -297,6 +321,8 @@ def _process_block(
     delimiter: str,
     quotechar: str,
     pii: frozenset[str],
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> DecodeResult:
     names = [c.name for c in cols]
     ncols = len(cols)
@@ -313,11 +339,20 @@ def _process_block(
     bad = _BadLines()
     is_bad = np.zeros(n, dtype=bool)
 
+    # a line too long to be a record is never handed to the parser (nor kept whole in the quarantine)
+    too_long = (cend - starts) > max_record_bytes
+    for i in np.flatnonzero(too_long):
+        length = int(cend[i] - starts[i])
+        bad.add(i, None, "record_too_long",
+                f"line {line_no[i]}: the record is {length:,} bytes, more than the {max_record_bytes:,} allowed "
+                f"(limits.max_record_bytes of the source); raw holds its first {min(length, RAW_CAP):,} bytes")
+    is_bad |= too_long
+
     # empty lines and lines whose quotes do not balance cannot be split reliably
     empty = cend == starts
     qpos = np.flatnonzero(arr == ord(quotechar))
     qcount = np.searchsorted(qpos, cend) - np.searchsorted(qpos, starts)
-    odd = (qcount % 2 == 1) & ~empty
+    odd = (qcount % 2 == 1) & ~empty & ~too_long
     for i in np.flatnonzero(empty):
         bad.add(i, None, "column_count", f"line {line_no[i]}: expected {ncols} columns, found an empty line")
     for i in np.flatnonzero(odd):
@@ -362,11 +397,13 @@ def _process_block(
             return "skip"
 
         tmp_names = [f"c{i}" for i in range(ncols)]
+        longest = int(seg[fed_idx].max()) if len(fed_idx) else 0  # a block must hold any one line whole
         try:
             t = pacsv.read_csv(
                 io.BytesIO(fed),
                 read_options=pacsv.ReadOptions(
-                    column_names=tmp_names, use_threads=False, block_size=max(1 << 20, min(len(fed) + 1, 1 << 26))
+                    column_names=tmp_names, use_threads=False,
+                    block_size=max(1 << 20, min(len(fed) + 1, 1 << 26), 2 * longest + 2)
                 ),
                 parse_options=pacsv.ParseOptions(
                     delimiter=delimiter,
@@ -415,6 +452,14 @@ def _process_block(
     # typed conversion; the first bad column of a row is reported
     typed: list[pa.Array] = []
     row_bad = np.zeros(len(good_idx), dtype=bool)
+    for c, s in zip(cols, strings):  # values too long to stage first: nothing downstream sees them
+        length = pc.binary_length(s).to_numpy(zero_copy_only=False)
+        for k in np.flatnonzero((length > max_field_bytes) & ~row_bad):
+            i = good_idx[k]
+            bad.add(i, c.name, "field_too_long",
+                    f"line {line_no[i]}: {c.name}: the value is {int(length[k]):,} bytes, more than the "
+                    f"{max_field_bytes:,} allowed (limits.max_field_bytes of the source)")
+            row_bad[k] = True
     for c, s in zip(cols, strings):
         if c.type == "text":
             typed.append(pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s))
@@ -429,7 +474,7 @@ def _process_block(
         bm = badm.to_numpy(zero_copy_only=False)
         for k in np.flatnonzero(bm & ~row_bad):
             i = good_idx[k]
-            shown = "****" if c.name in pii else repr(s[int(k)].as_py())
+            shown = "****" if c.name in pii else _shown(s[int(k)].as_py())
             bad.add(i, c.name, "invalid_number", f"line {line_no[i]}: {c.name}: {shown} is not a valid {kind}")
         row_bad |= bm
     keep = pa.array(~row_bad)
@@ -451,7 +496,8 @@ def _process_block(
                 pa.array([bad.field[j] for j in order], pa.string()),
                 pa.array([bad.reason[j] for j in order], pa.string()),
                 pa.array([bad.detail[j] for j in order], pa.string()),
-                pa.array([buf[starts[i] : cend[i]] for i in idx], pa.binary()),
+                pa.array([buf[starts[i] : min(cend[i], starts[i] + RAW_CAP) if too_long[i] else cend[i]]
+                          for i in idx], pa.binary()),
             ],
             schema=QUARANTINE_SCHEMA,
         )
@@ -476,13 +522,17 @@ def read_csv_file(
     block_records: int = 50_000,
     read_bytes: int = 8 << 20,
     pii: Iterable[str] = (),
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Iterator[DecodeResult]:
     """Stream a CSV file as DecodeResult blocks of at most ``block_records`` records.
 
     ``columns``: the configured columns in file order (objects/dicts with ``name``,
     ``type`` text|integer|amount, ``scale``, ``precision``; or plain names = text).
-    Values of ``pii`` columns never appear in quarantine details.  At least one
-    (possibly empty) result is always yielded.
+    Values of ``pii`` columns never appear in quarantine details.  A line over
+    ``max_record_bytes`` is quarantined as ``record_too_long``, a value over
+    ``max_field_bytes`` as ``field_too_long``.  At least one (possibly empty)
+    result is always yielded.
     """
     path = Path(path)
     cols = [_as_column(c) for c in columns]
@@ -499,7 +549,7 @@ def read_csv_file(
         start = 0
         header_lines = 0
         if header:
-            first = f.readline()
+            first = read_header_line(f, path, max_record_bytes)
             if not first:
                 raise CsvHeaderError(f"{path}: line 1: file is empty, expected a header line")
             start = len(first)
@@ -511,7 +561,8 @@ def read_csv_file(
         line_no = header_lines + 1
         for buf, starts, ends, off in _iter_line_blocks(f, start, block_records, read_bytes):
             res = _process_block(
-                buf, starts, ends, off, line_no, header_lines, cols, enc, delimiter, quotechar, pii_set
+                buf, starts, ends, off, line_no, header_lines, cols, enc, delimiter, quotechar, pii_set,
+                max_field_bytes, max_record_bytes,
             )
             line_no += len(starts)
             yielded = True

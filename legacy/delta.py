@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from legacy.copybook import encode_matrix, frame_records
+from legacy.integrity import ControlEntry, control_file_text, encode_trailer
 from legacy.records import decimal_array
 from legacy.sample import (
     AS_OF,
@@ -658,9 +659,17 @@ def _mainframe_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random
         t = out_tables[kind]
         cb = load_copybook(src, f.spec, drop)
         matrix, lengths = encode_matrix(cb, t, t.num_rows, encoding=src.encoding)
-        (target / f.path.name).write_bytes(frame_records(matrix, lengths, f.spec.record_format))
+        data = frame_records(matrix, lengths, f.spec.record_format)
+        if f.spec.trailer is not None:  # the master's trailer last: its count and money total, as the book's
+            layout = load_copybook(src, f.spec, drop, name=f.spec.trailer.copybook)
+            total = pc.sum(t.column(f.spec.trailer.total_of)).as_py() if f.spec.trailer.total_of else None
+            data += encode_trailer(layout, f.spec, t.num_rows, total, src.encoding)
+            shutil.copyfile(copybook_path(src, f.spec, drop, name=f.spec.trailer.copybook),
+                            target / f.spec.trailer.copybook)
+        (target / f.path.name).write_bytes(data)
         records[f.path.name] = t.num_rows
         shutil.copyfile(copybook_path(src, f.spec, drop), target / f.spec.copybook)
+    _write_control(src, target, records)
     return SourceDelta(
         source=MF,
         changed=changed_fields,
@@ -784,6 +793,7 @@ def _pc_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random.Genera
         t = out_tables[kind]
         (target / f.path.name).write_bytes(_csv_bytes(t, f.spec, src.encoding))
         records[f.path.name] = t.num_rows
+    _write_control(src, target, records)
     return SourceDelta(
         source=PC,
         changed=changed_fields,
@@ -791,6 +801,14 @@ def _pc_delta(src: SourceConfig, drop: Path, target: Path, rng: np.random.Genera
         new=new_ids,
         records=records,
     )
+
+
+def _write_control(src: SourceConfig, target: Path, records: dict[str, int]) -> None:
+    """The delta's control file, named as the book's (the source's pattern without its wildcard)."""
+    if src.control is None:
+        return
+    entries = [ControlEntry(name, 0, n, (target / name).stat().st_size) for name, n in records.items()]
+    (target / src.control.pattern.replace("*", "")).write_text(control_file_text(entries), encoding="ascii")
 
 
 def _csv_bytes(t: pa.Table, spec: FileSpec, encoding: str) -> bytes:

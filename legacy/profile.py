@@ -3,7 +3,8 @@
 Patterns replace upper-case letters by `A`, lower-case by `a` and digits by `9`, so `20230231`
 and `1987-04-02` show as `99999999` and `9999-99-99`. They are taken from the first
 `sample_rows` records, vectorized. Columns that hold personal data never show values: their
-min and max are masked; their patterns show only shape.
+min and max are masked; their patterns show only shape. Patterns and min/max keep at most
+`VALUE_CAP` characters (then `…`), so a report stays small whatever the values hold.
 """
 
 from __future__ import annotations
@@ -17,11 +18,29 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 MASKED = "***"
+VALUE_CAP = 64  # characters of a pattern, min or max kept in a profile; longer ones end in ELLIPSIS
+ELLIPSIS = "…"
+
+
+def cap_value(value: str | None, cap: int = VALUE_CAP) -> str | None:
+    """A value cut to `cap` characters, with an ellipsis when it was longer."""
+    if value is None or len(value) <= cap:
+        return value
+    return value[:cap] + ELLIPSIS
 
 
 def value_patterns(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """The shape of each value: letters to A/a, digits to 9, everything else kept."""
+    """The shape of each value: letters to A/a, digits to 9, everything else kept; past VALUE_CAP
+    characters the shape is cut and ends in an ellipsis."""
     as_text = pc.cast(values, pa.string()) if not pa.types.is_string(values.type) else values
+    long = pc.fill_null(pc.greater(pc.utf8_length(as_text), VALUE_CAP), False)
+    if pc.any(long).as_py():  # shape only what is kept: cutting first is the same as cutting the shape
+        cut = pc.utf8_slice_codeunits(as_text, 0, VALUE_CAP)
+        return pc.if_else(long, pc.binary_join_element_wise(_shape(cut), ELLIPSIS, ""), _shape(cut))
+    return _shape(as_text)
+
+
+def _shape(as_text: pa.Array | pa.ChunkedArray) -> pa.Array:
     # ASCII classes are several times faster than Unicode ones; most legacy values are ASCII
     shaped = pc.replace_substring_regex(as_text, "[A-Z]", "A")
     shaped = pc.replace_substring_regex(shaped, "[a-z]", "a")
@@ -145,8 +164,8 @@ def build_profile(
                 rows=s["rows"],
                 null_rate=(s["nulls"] / s["rows"]) if s["rows"] else 0.0,
                 distinct=s["distinct"],
-                min=MASKED if is_pii and s["min"] is not None else s["min"],
-                max=MASKED if is_pii and s["max"] is not None else s["max"],
+                min=MASKED if is_pii and s["min"] is not None else cap_value(s["min"]),
+                max=MASKED if is_pii and s["max"] is not None else cap_value(s["max"]),
                 pii=is_pii,
                 top_patterns=sampler.top(name),
             )

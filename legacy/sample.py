@@ -2,9 +2,11 @@
 
 ``generate_sample(out_dir, policies=..., seed=...)`` writes::
 
-    out_dir/mainframe_life/  POLMAST.dat (RECFM=VB, RDW records, cp037) + POLMAST.cpy
+    out_dir/mainframe_life/  POLMAST.dat (RECFM=VB, RDW records, cp037, a POLTRLR trailer record last)
+                             + POLMAST.cpy, POLTRLR.cpy
                              COVERAGE, PAYHIST, ENDORSE, CORRIDX, CLAIMREF (.dat RECFM=FB cp037 + .cpy)
-    out_dir/pc_csv/          policies.csv, coverages.csv (UTF-8)
+                             CONTROL.txt (each .dat file's record and byte counts)
+    out_dir/pc_csv/          policies.csv, coverages.csv (UTF-8), control.txt (their data lines and bytes)
     out_dir/manifest.json    files, policy totals and every injected defect
 
 Same arguments -> byte-identical files (numpy ``Generator(PCG64(...))`` streams
@@ -35,6 +37,10 @@ manifest.json::
 
 * ``files[...].records`` counts what a reader sees: a file with trailing garbage
   has one more (partial) record, the one its ``trailing_garbage`` defect names.
+  The control files declare what the sender wrote: whole records (so the
+  garbage is quarantined, not mistaken for a truncated file) and the file's
+  bytes. POLMAST's trailer (not a data record, and not counted in ``records``)
+  declares its record count and the modal premium total as written.
 * ``premium_cents`` totals the premium column over every record of the policies
   file as generated (mapping defects included; for records quarantined at intake
   the value they were meant to carry).  Defects of a policies file carry that
@@ -48,6 +54,7 @@ manifest.json::
 from __future__ import annotations
 
 import argparse
+import decimal
 import hashlib
 import json
 import shutil
@@ -62,6 +69,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from legacy.copybook import Copybook, encode_matrix, frame_records, parse_copybook
+from legacy.integrity import ControlEntry, control_file_text, encode_trailer
 
 __all__ = [
     "AS_OF",
@@ -1052,9 +1060,13 @@ class _MainframeBook:
                 w.trailing = k
                 self.defects[name].add(w.records + 1, "trailing_garbage", None, None)
                 w.records += 1  # the reader sees one more (partial) record
+        master = self.writers["POLMAST"]  # its trailer last: count and premium total of what was written
+        master.write(master_trailer(master.records, self.premium_cents))
         for d in self.defects.values():
             d.close()
-        return {name: w.close() for name, w in self.writers.items()}
+        summaries = {name: w.close() for name, w in self.writers.items()}
+        write_control_file(self.out / MF_CONTROL, summaries)
+        return summaries
 
 
 def _override(col: Any, vals: dict[int, Any]) -> Any:
@@ -1364,7 +1376,9 @@ class _PcBook:
     def finish(self) -> dict[str, FileSummary]:
         for d in self.defects.values():
             d.close()
-        return {k: w.close() for k, w in self.writers.items()}
+        summaries = {k: w.close() for k, w in self.writers.items()}
+        write_control_file(self.writers["policies"].path.parent / PC_CONTROL, summaries)
+        return summaries
 
 
 def _bad_amount_text(cents: int, variant: int, *, dollar: bool = True) -> str:
@@ -1387,6 +1401,27 @@ def _bad_amount_text(cents: int, variant: int, *, dollar: bool = True) -> str:
 
 def _copybook_dir() -> Path:
     return Path(__file__).resolve().parent / "sources" / MF
+
+
+MF_CONTROL = "CONTROL.txt"
+PC_CONTROL = "control.txt"
+MF_TRAILER = "POLTRLR.cpy"
+
+
+def master_trailer(records: int, premium_cents: int) -> bytes:
+    """POLMAST's trailer record (RDW included): its record count and modal premium total."""
+    from legacy.sources import load_source
+
+    spec = load_source(MF).file("policies")
+    layout = parse_copybook((_copybook_dir() / MF_TRAILER).read_text(encoding="ascii"), source=MF_TRAILER)
+    return encode_trailer(layout, spec, records, decimal.Decimal(premium_cents).scaleb(-2), "cp037")
+
+
+def write_control_file(path: Path, files: dict[str, "FileSummary"]) -> None:
+    """The drop's control file: each data file's whole records (a partial one at its end is junk) and bytes."""
+    entries = [ControlEntry(s.path.name, 0, s.records - (1 if s.trailing_bytes else 0), s.bytes)
+               for s in files.values()]
+    path.write_text(control_file_text(entries), encoding="ascii")
 
 
 def generate_sample(
@@ -1419,6 +1454,7 @@ def generate_sample(
         src = _copybook_dir() / f"{name}.cpy"
         shutil.copyfile(src, mf_dir / f"{name}.cpy")
         copybooks[name] = parse_copybook(src.read_text(encoding="ascii"), source=str(src))
+    shutil.copyfile(_copybook_dir() / MF_TRAILER, mf_dir / MF_TRAILER)
 
     files: dict[str, FileSummary] = {}
     spool = out_dir / ".sample-defects"

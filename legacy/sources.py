@@ -18,6 +18,24 @@ One YAML file per legacy system (built-ins under ``legacy/sources/``)::
 CSV sources use ``format: csv`` and, per file, ``delimiter``, ``header`` and
 ``columns: [{name, type: text|integer|amount, scale}]``.
 
+Control totals, so that a drop is taken whole or not at all (``legacy.integrity``)::
+
+    control:                    # a control file that comes with every drop
+      pattern: "CONTROL*.txt"   # lines "<file name> records=<n> bytes=<n>"
+      required: true
+    limits:                     # larger fields/records are quarantined, never crash a reader
+      max_field_bytes: 65536    # -> field_too_long
+      max_record_bytes: 1048576 # -> record_too_long (CSV lines)
+    files:
+      - kind: policies
+        trailer:                # copybook files: the last record is a trailer of its own layout
+          copybook: POLTRLR.cpy
+          tag_field: TRL_REC_TYPE
+          tag: TRAILER
+          count_field: TRL_RECORD_COUNT
+          total_field: TRL_PREMIUM_TOTAL   # optional: a money total ...
+          total_of: MODAL_PREMIUM          # ... of this field over the data records
+
 A file that does not validate raises :class:`SourceConfigError` naming the file
 and the field (``files[1].record_format``).
 """
@@ -26,6 +44,7 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
+import io
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -38,7 +57,10 @@ from legacy.copybook import Copybook, DecodeResult, decode_file, parse_copybook
 from legacy.csv_reader import arrow_type, read_csv_file
 
 __all__ = [
+    "ControlFileSpec",
     "CsvColumnSpec",
+    "IntakeLimits",
+    "TrailerSpec",
     "FileSpec",
     "SourceConfig",
     "SourceConfigError",
@@ -54,6 +76,7 @@ __all__ = [
 ]
 
 _NAME_RE = r"^[a-z][a-z0-9_]*$"
+DROP_KIND = "drop"  # reserved: the asset legacy/<source>/drop checks a whole drop before its files are staged
 
 
 class SourceConfigError(ValueError):
@@ -79,6 +102,52 @@ class CsvColumnSpec(BaseModel):
         return self
 
 
+class TrailerSpec(BaseModel):
+    """The last record of a copybook file: the sender's record count (and a money total) in a layout of its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    copybook: str = Field(min_length=1)
+    tag_field: str = Field(min_length=1)
+    tag: str = Field(min_length=1)
+    count_field: str = Field(min_length=1)
+    total_field: str | None = None
+    total_of: str | None = None
+
+    @model_validator(mode="after")
+    def _total_pair(self) -> "TrailerSpec":
+        if (self.total_field is None) != (self.total_of is None):
+            raise ValueError("total_field and total_of go together (the trailer's total, and the field it adds up)")
+        return self
+
+
+class ControlFileSpec(BaseModel):
+    """A small text file that comes with each drop: per data file, ``<name> records=<n> bytes=<n>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str = Field(min_length=1)
+    required: bool = True
+
+    @field_validator("pattern")
+    @classmethod
+    def _plain_pattern(cls, v: str) -> str:
+        if "/" in v or "\\" in v:
+            raise ValueError("must be a file name pattern, without folders")
+        return v
+
+
+class IntakeLimits(BaseModel):
+    """Sizes past which a record is quarantined (never handed to Arrow), and how much of a file's head is sampled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_field_bytes: int = Field(default=64 << 10, ge=1)
+    max_record_bytes: int = Field(default=1 << 20, ge=1)
+    head_records: int = Field(default=1_000, ge=1, le=1_000_000)
+    max_unreadable_share: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
 class FileSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,6 +163,7 @@ class FileSpec(BaseModel):
     quote: str = Field(default='"', min_length=1, max_length=1)
     header: bool = True
     columns: list[CsvColumnSpec] | None = None
+    trailer: TrailerSpec | None = None
 
     @field_validator("pattern")
     @classmethod
@@ -126,6 +196,8 @@ class SourceConfig(BaseModel):
     key: str = Field(min_length=1)
     pii: list[str] = Field(default_factory=list)
     files: list[FileSpec] = Field(min_length=1)
+    control: ControlFileSpec | None = None
+    limits: IntakeLimits = Field(default_factory=IntakeLimits)
 
     _path: Path | None = PrivateAttr(default=None)
 
@@ -144,6 +216,9 @@ class SourceConfig(BaseModel):
         for i, k in enumerate(kinds):
             if k in kinds[:i]:
                 raise _FieldError(("files", i, "kind"), f"file kind {k!r} is listed twice")
+            if k == DROP_KIND:
+                raise _FieldError(("files", i, "kind"), f"{DROP_KIND!r} is reserved: legacy/<source>/{DROP_KIND} "
+                                  "is the check of the whole drop")
         for i, f in enumerate(self.files):
             if self.format == "copybook":
                 if not f.copybook:
@@ -157,6 +232,9 @@ class SourceConfig(BaseModel):
                     raise _FieldError(("files", i, "columns"), "required for format csv")
                 if f.copybook is not None:
                     raise _FieldError(("files", i, "copybook"), "not allowed for format csv")
+                if f.trailer is not None:
+                    raise _FieldError(("files", i, "trailer"), "only copybook files have trailer records here; "
+                                      "declare a control file for a csv source")
         if self.format == "csv":
             policies = next((f for f in self.files if f.kind == "policies"), self.files[0])
             names = {c.name for c in policies.columns or []}
@@ -299,23 +377,26 @@ def find_drop_files(source: SourceConfig, drop_dir: Path) -> dict[str, Path]:
     return found
 
 
-def copybook_path(source: SourceConfig, spec: FileSpec, drop_dir: Path | None = None, data_path: Path | None = None) -> Path:
-    """Resolve a file's copybook: the drop folder first, then beside the YAML (``<yaml dir>/<name>/``)."""
-    if not spec.copybook:
+def copybook_path(source: SourceConfig, spec: FileSpec, drop_dir: Path | None = None, data_path: Path | None = None,
+                  name: str | None = None) -> Path:
+    """Resolve a file's copybook (or another layout of it, `name`, such as its trailer's): the drop folder first,
+    then beside the YAML (``<yaml dir>/<name>/``)."""
+    name = name or spec.copybook
+    if not name:
         raise SourceConfigError(f"source {source.name} file {spec.kind}: no copybook configured")
     candidates: list[Path] = []
     if drop_dir is not None:
-        candidates += [Path(drop_dir) / spec.copybook, Path(drop_dir) / source.name / spec.copybook]
+        candidates += [Path(drop_dir) / name, Path(drop_dir) / source.name / name]
     if data_path is not None:
-        candidates.append(Path(data_path).parent / spec.copybook)
-    candidates += [source.config_dir / spec.copybook]
+        candidates.append(Path(data_path).parent / name)
+    candidates += [source.config_dir / name]
     if source.path is not None:
-        candidates.append(source.path.parent / spec.copybook)
+        candidates.append(source.path.parent / name)
     for c in candidates:
         if c.is_file():
             return c
     raise SourceConfigError(
-        f"source {source.name} file {spec.kind}: copybook {spec.copybook!r} not found (looked in "
+        f"source {source.name} file {spec.kind}: copybook {name!r} not found (looked in "
         + ", ".join(str(c.parent) for c in candidates)
         + ")"
     )
@@ -327,8 +408,9 @@ def _parse_copybook_cached(path: str, mtime_ns: int, size: int) -> Copybook:
     return parse_copybook(text, source=path)
 
 
-def load_copybook(source: SourceConfig, spec: FileSpec, drop_dir: Path | None = None, data_path: Path | None = None) -> Copybook:
-    p = copybook_path(source, spec, drop_dir, data_path)
+def load_copybook(source: SourceConfig, spec: FileSpec, drop_dir: Path | None = None, data_path: Path | None = None,
+                  name: str | None = None) -> Copybook:
+    p = copybook_path(source, spec, drop_dir, data_path, name)
     st = p.stat()
     return _parse_copybook_cached(str(p), st.st_mtime_ns, st.st_size)
 
@@ -352,7 +434,12 @@ def read_source_file(
     drop_dir: Path | None = None,
     block_records: int = 50_000,
 ) -> Iterator[DecodeResult]:
-    """Decode one file of a drop in blocks: copybook -> ``decode_file``; csv -> ``read_csv_file``."""
+    """Decode one file of a drop in blocks: copybook -> ``decode_file``; csv -> ``read_csv_file``.
+
+    A copybook file with a trailer is decoded up to its trailer (the trailer is no data record); a
+    file whose trailer is missing raises :class:`legacy.integrity.DropRefused`. CSV fields and lines
+    over the source's ``limits`` are quarantined (``field_too_long``, ``record_too_long``).
+    """
     path = Path(path)
     if source.format == "csv":
         return read_csv_file(
@@ -364,8 +451,43 @@ def read_source_file(
             header=spec.header,
             block_records=block_records,
             pii=source.pii,
+            max_field_bytes=source.limits.max_field_bytes,
+            max_record_bytes=source.limits.max_record_bytes,
         )
-    cb = load_copybook(source, spec, drop_dir if drop_dir is not None else path.parent, path)
-    return decode_file(
-        path, cb, record_format=spec.record_format, encoding=source.encoding, block_records=block_records
-    )
+    drop_dir = drop_dir if drop_dir is not None else path.parent
+    cb = load_copybook(source, spec, drop_dir, path)
+    if spec.trailer is None:
+        return decode_file(
+            path, cb, record_format=spec.record_format, encoding=source.encoding, block_records=block_records
+        )
+    from legacy.integrity import read_trailer  # the trailer's layout and checks live with the drop checks
+
+    trailer = read_trailer(source, spec, path, drop_dir)
+    return _decode_prefix(path, trailer.offset, cb, spec.record_format, source.encoding, block_records)
+
+
+def _decode_prefix(path: Path, size: int, cb: Copybook, record_format, encoding: str,
+                   block_records: int) -> Iterator[DecodeResult]:
+    """Decode the first `size` bytes of a file (its data records, before a trailer)."""
+    with open(path, "rb") as handle:
+        yield from decode_file(BoundedReader(handle, size), cb, record_format=record_format, encoding=encoding,
+                               block_records=block_records)
+
+
+class BoundedReader(io.RawIOBase):
+    """The first `limit` bytes of an open binary file, as a file."""
+
+    def __init__(self, handle, limit: int) -> None:
+        self._handle, self._left = handle, max(int(limit), 0)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._left)
+        if want <= 0:
+            return 0
+        got = self._handle.readinto(view[:want]) or 0
+        self._left -= got
+        return got

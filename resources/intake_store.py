@@ -4,6 +4,10 @@ Each source file kind has one staging table `staging.<source>__<kind>`, LIST-par
 Loading a drop replaces its partition and its quarantine rows in ONE transaction, streamed with
 COPY block by block, so a rerun never duplicates and memory does not grow with the file. The
 `intake.files` row carries read = parsed + quarantined, enforced by a CHECK constraint.
+
+`intake.drops` holds each drop's integrity check (`legacy.integrity`): `verified` (its files may be
+staged), `refused` (nothing of it was staged) or `undone` (a file failed while it was staged, and
+what the drop's other files had staged was removed: a drop is taken whole or not at all).
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ def staging_table_name(source: str, kind: str) -> str:
 def partition_name(table: str, drop_id: str) -> str:
     digest = hashlib.sha256(drop_id.encode()).hexdigest()[:12]
     return f"{table}__d{digest}"
+
+
+class DropNotTaken(RuntimeError):
+    """The drop was refused or undone: none of its files may be staged."""
+
+
+@dataclass(frozen=True)
+class DropState:
+    status: str  # registered | verified | refused | undone
+    error: str | None
+    manifest: dict | None
 
 
 @dataclass
@@ -91,13 +106,19 @@ def copy_to_arrow(cur, query, columns: list[tuple[str, pa.DataType]]) -> pa.Tabl
             buffer.write(chunk)
     if not buffer.tell():
         return pa.schema(columns).empty_table()
+    size = buffer.tell()
+    convert = pacsv.ConvertOptions(column_types=dict(columns), strings_can_be_null=True,
+                                   quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"])
+    names = [name for name, _ in columns]
     buffer.seek(0)
-    return pacsv.read_csv(
-        buffer,
-        read_options=pacsv.ReadOptions(column_names=[name for name, _ in columns]),
-        convert_options=pacsv.ConvertOptions(column_types=dict(columns), strings_can_be_null=True,
-                                             quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
-    )
+    try:
+        return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=names), convert_options=convert)
+    except pa.ArrowInvalid as error:
+        if "straddling" not in str(error):
+            raise
+    buffer.seek(0)  # a row longer than Arrow's 1 MiB block: read the rows as one block
+    return pacsv.read_csv(buffer, read_options=pacsv.ReadOptions(column_names=names, block_size=size + 1),
+                          convert_options=convert)
 
 
 def iter_copy_blocks(engine, select, columns: list[tuple[str, pa.DataType]], key: str, after, block: int):
@@ -171,6 +192,69 @@ class IntakeStore:
                 {"source": source, "drop_id": drop_id, "hash": content_hash, "path": str(path), "files": json.dumps(files)},
             )
 
+    def record_drop_check(self, *, source: str, drop_id: str, content_hash: str, path: Path, files: dict[str, str],
+                          status: str, manifest: dict | None, error: str | None, wal_id: int) -> None:
+        """Register a drop with the verdict of its integrity check (inside the check's WAL intent)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO intake.drops (source, drop_id, content_hash, path, files, status, manifest, error,
+                                              checked_at, wal_id)
+                    VALUES (:source, :drop_id, :hash, :path, CAST(:files AS jsonb), :status,
+                            CAST(:manifest AS jsonb), :error, now(), :wal_id)
+                    ON CONFLICT (source, drop_id) DO UPDATE
+                       SET content_hash = EXCLUDED.content_hash, path = EXCLUDED.path, files = EXCLUDED.files,
+                           registered_at = now(), status = EXCLUDED.status, manifest = EXCLUDED.manifest,
+                           error = EXCLUDED.error, checked_at = EXCLUDED.checked_at, wal_id = EXCLUDED.wal_id
+                    """
+                ),
+                {"source": source, "drop_id": drop_id, "hash": content_hash, "path": str(path),
+                 "files": json.dumps(files), "status": status,
+                 "manifest": json.dumps(manifest) if manifest is not None else None, "error": error,
+                 "wal_id": wal_id},
+            )
+
+    def drop_state(self, source: str, drop_id: str) -> DropState | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT status, error, manifest FROM intake.drops WHERE source = :s AND drop_id = :d"),
+                               {"s": source, "d": drop_id}).one_or_none()
+        return DropState(*row) if row else None
+
+    def undo_drop(self, source: str, drop_id: str, kinds: list[str], error: str, wal_id: int) -> dict[str, int]:
+        """Remove everything of the drop that is staged (every kind's partition, its quarantine and file rows) and
+        mark it undone, in one transaction (inside the undo's WAL intent). The rows removed, by what they were."""
+        removed: dict[str, int] = {}
+        with psycopg_cursor(self.engine) as cur:
+            # waits for a load of the drop still in its transaction (it holds the row FOR SHARE), then undoes it too
+            cur.execute("SELECT status FROM intake.drops WHERE source = %s AND drop_id = %s FOR UPDATE",
+                        (source, drop_id))
+            for kind in kinds:
+                part = partition_name(staging_table_name(source, kind), drop_id)
+                cur.execute("SELECT to_regclass(%s)", (sql.Identifier("staging", part).as_string(cur),))
+                if cur.fetchone()[0] is None:
+                    continue
+                cur.execute(sql.SQL("SELECT count(*) FROM staging.{}").format(sql.Identifier(part)))
+                removed[f"staging.{staging_table_name(source, kind)}"] = cur.fetchone()[0]
+                cur.execute(sql.SQL("DROP TABLE staging.{}").format(sql.Identifier(part)))
+            cur.execute("DELETE FROM intake.quarantine WHERE source = %s AND drop_id = %s", (source, drop_id))
+            removed["intake.quarantine"] = cur.rowcount
+            cur.execute("DELETE FROM intake.files WHERE source = %s AND drop_id = %s", (source, drop_id))
+            removed["intake.files"] = cur.rowcount
+            cur.execute("UPDATE intake.drops SET status = 'undone', error = %s, wal_id = %s, checked_at = now() "
+                        "WHERE source = %s AND drop_id = %s", (error, wal_id, source, drop_id))
+        return removed
+
+    def drop_stage_intents(self, source: str, drop_id: str, kinds: list[str]) -> list[tuple[int, str, str]]:
+        """(id, key, status) of the WAL intents that staged a file of this drop and are not settled yet."""
+        prefixes = [f"intake:{source}:{kind}:{drop_id}:" for kind in kinds]
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT id, idempotency_key, status FROM wal.intents WHERE namespace = 'intake' "
+                "AND operation = 'stage_file' AND status IN ('pending', 'failed', 'committed') "
+                "AND idempotency_key ^@ ANY(CAST(:p AS text[])) ORDER BY id"), {"p": prefixes}).all()
+        return [tuple(r) for r in rows]
+
     def drops(self) -> list[tuple[str, str]]:
         """(source, drop id) of every drop taken in, in the order they were registered."""
         with self.engine.connect() as conn:
@@ -180,7 +264,8 @@ class IntakeStore:
     def drop_with_hash(self, source: str, content_hash: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(
-                text("SELECT drop_id FROM intake.drops WHERE source = :s AND content_hash = :h ORDER BY registered_at LIMIT 1"),
+                text("SELECT drop_id FROM intake.drops WHERE source = :s AND content_hash = :h "
+                     "AND status NOT IN ('refused', 'undone') ORDER BY registered_at LIMIT 1"),
                 {"s": source, "h": content_hash},
             ).scalar_one_or_none()
 
@@ -212,7 +297,14 @@ class IntakeStore:
         load = FileLoad(source, drop_id, kind, path.name, f"staging.{table}")
         sha = sha256 or file_sha256(path)
         with psycopg_cursor(self.engine) as cur:
-            # one transaction: partition, quarantine and counts together
+            # one transaction: partition, quarantine and counts together; the drop must not be refused or undone
+            # (the row stays shared-locked, so an undo of the drop waits for this load, then removes it too)
+            cur.execute("SELECT status, error FROM intake.drops WHERE source = %s AND drop_id = %s FOR SHARE",
+                        (source, drop_id))
+            state = cur.fetchone()
+            if state is not None and state[0] in ("refused", "undone"):
+                raise DropNotTaken(f"{source} drop {drop_id} was {state[0]}, so its {kind} file is not staged: "
+                                   f"{state[1] or 'see data-mash status'}")
             self._ensure_table(cur, source, kind, table, names, columns)
             replace_partition(cur, "staging", table, part, drop_id)
             cur.execute(
@@ -379,7 +471,8 @@ class IntakeStore:
         for n in names:
             ident = sql.Identifier(n)
             select += [sql.SQL("count({})").format(ident), sql.SQL("count(DISTINCT {})").format(ident),
-                       sql.SQL("min({})::text").format(ident), sql.SQL("max({})::text").format(ident)]
+                       # min and max cut to what a profile keeps (legacy.profile.VALUE_CAP, one more to tell)
+                       sql.SQL("left(min({})::text, 65)").format(ident), sql.SQL("left(max({})::text, 65)").format(ident)]
         query = sql.SQL("SELECT {} FROM staging.{}").format(sql.SQL(", ").join(select), sql.Identifier(part))
         with psycopg_cursor(self.engine) as cur:
             cur.execute(query)

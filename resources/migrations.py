@@ -732,6 +732,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        15,
+        "intake: each drop's integrity check (verified, refused before staging, or undone after a file failed), "
+        "its manifest and the reason",
+        (
+            "ALTER TABLE intake.drops ADD COLUMN status text NOT NULL DEFAULT 'registered' "
+            "CHECK (status IN ('registered', 'verified', 'refused', 'undone'))",
+            "ALTER TABLE intake.drops ADD COLUMN manifest jsonb",
+            "ALTER TABLE intake.drops ADD COLUMN error text",
+            "ALTER TABLE intake.drops ADD COLUMN checked_at timestamptz",
+            "ALTER TABLE intake.drops ADD COLUMN wal_id bigint REFERENCES wal.intents (id)",
+        ),
+    ),
+    Migration(
         16,
         "targets: an outbound file is `written` (recorded, beside the pickup folder) before it is `delivered`",
         (

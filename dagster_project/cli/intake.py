@@ -8,11 +8,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dagster_project.cli.common import app, console, dumps_exact, fail, out
 from dagster_project.cli.mappings import print_canonical
+
+DROP_NOT_TAKEN = {
+    "refused": "its check failed before anything was staged; nothing of it is staged",
+    "undone": "a file failed while it was staged, so the drop's staged files were removed; nothing of it is staged",
+}
 
 
 @app.command("generate-sample")
@@ -136,7 +142,9 @@ def ingest(
     source: str = typer.Option(..., "--source", help="Source name, e.g. mainframe_life or pc_csv (see `data-mash sources`)."),
     drop_id: Optional[str] = typer.Option(None, "--drop-id", help="Partition name for this drop; default: folder name + content hash."),
 ) -> None:
-    """Put a drop in the landing folder and materialize its intake assets through Dagster."""
+    """Check a drop, put it in the landing folder and materialize its intake assets through Dagster. A drop that is
+    incomplete or unreadable (empty, truncated, random bytes, a control total that does not match) is refused with
+    exit code 2, naming each file, offset and reason, before anything is landed or staged."""
     outcome = ingest_drop(path, source, drop_id)
     print_ingest([outcome])
     if not outcome.success:
@@ -149,8 +157,8 @@ def ingest_drop(path: Path, source: str, drop_id: str | None):
     try:
         with console.status(f"Ingesting {path.name} as {source} through Dagster…"):
             return run_ingest(path, source, drop_id)
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        fail(str(error))
+    except (OSError, KeyError, ValueError) as error:  # a refused drop (DropRefused) too: unreadable input
+        fail(escape(str(error)))
 
 
 def print_ingest(outcomes) -> None:
@@ -187,8 +195,12 @@ def print_ingest(outcomes) -> None:
         out.print(f"{outcome.source} drop {outcome.drop_id}: Dagster run {outcome.run_id} {status}")
         for check in outcome.failed_checks:
             out.print(f"  [red]check failed[/] {check}")
-        if outcome.error:
-            out.print(f"  [red]{outcome.error}[/]")
+        drop_status = getattr(outcome, "drop_status", None)
+        if drop_status in DROP_NOT_TAKEN:
+            out.print(f"  [red]drop {drop_status}[/]: {DROP_NOT_TAKEN[drop_status]}")
+        error = getattr(outcome, "drop_error", None) if drop_status in DROP_NOT_TAKEN else outcome.error
+        if error:
+            out.print(f"  [red]{escape(error)}[/]")
 
 
 @app.command()
@@ -238,9 +250,12 @@ def status() -> None:
     outcomes = []
     for source, drop in drops:  # each drop as its latest ingest run on Dagster left it
         run = latest_run(instance, {"data_mash/source": source, "dagster/partition": drop}, ingest_job_name(source))
+        state = store.drop_state(source, drop)
         outcomes.append(IngestOutcome(source, drop, run.run_id if run else "-", bool(run and run.success),
                                       file_outcomes(store, source, drop), run.failed_checks if run else [],
-                                      (run.error if run else "no ingest run of this drop on this Dagster instance")))
+                                      (run.error if run else "no ingest run of this drop on this Dagster instance"),
+                                      drop_status=state.status if state else None,
+                                      drop_error=state.error if state else None))
     print_ingest(outcomes)
 
 

@@ -142,8 +142,10 @@ def test_a_drop_missing_its_required_file_is_refused_naming_it(resources, instan
         ingest(empty, "pc_csv", "bad", resources=resources, launcher=InProcessLauncher(resources, instance))
 
 
-def test_a_malformed_copybook_fails_the_run_naming_file_and_line(resources, instance, tmp_path):
+def test_a_malformed_copybook_refuses_the_drop_naming_file_and_line(resources, instance, tmp_path):
     import shutil
+
+    from legacy.integrity import DropRefused
 
     book = sample_book()
     drop = tmp_path / "broken"
@@ -153,9 +155,12 @@ def test_a_malformed_copybook_fails_the_run_naming_file_and_line(resources, inst
     target = next(i for i, line in enumerate(lines) if "COMP-3" in line)
     lines[target] = lines[target].replace("COMP-3", "COMP-9")
     cpy.write_text("\n".join(lines) + "\n", encoding="latin-1")
-    outcome = ingest(drop, "mainframe_life", "broken", resources=resources, launcher=InProcessLauncher(resources, instance))
-    assert not outcome.success
-    assert "POLMAST.cpy" in outcome.error and f"line {target + 1}" in outcome.error
+    # refused up front, before the drop is landed or a run launched
+    with pytest.raises(DropRefused) as refused:
+        ingest(drop, "mainframe_life", "broken", resources=resources, launcher=InProcessLauncher(resources, instance))
+    assert "POLMAST.cpy" in str(refused.value) and f"line {target + 1}" in str(refused.value)
+    assert [p.reason for p in refused.value.problems] == ["bad_layout"]
+    assert not resources["landing"].drop_dir("mainframe_life", "broken").exists()
 
 
 def test_definitions_load(home):

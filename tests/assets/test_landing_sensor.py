@@ -78,3 +78,22 @@ def test_a_drop_without_marker_waits_until_it_settles(sensor_env):
     result = evaluate(sensor, resources, instance)
     assert [r.partition_key for r in result.run_requests] == ["in-flight"]
     assert json.loads(result.cursor)["pc_csv"]["in-flight"] == content_hash(target)
+
+
+def test_files_sent_again_after_their_drop_was_refused_are_taken(sensor_env):
+    from dagster_project.jobs import ingest_job_name
+    from tests.inprocess import InProcessLauncher
+
+    sensor, resources, instance = sensor_env
+    target = land(resources, "pc_csv", "monday")
+    (target / "control.txt").unlink()  # refused: the control file is missing
+    first = evaluate(sensor, resources, instance)
+    (request,) = first.run_requests
+    launcher = InProcessLauncher(resources, instance)
+    launcher.add_partitions("pc_csv_drops", ["monday"])
+    outcome = launcher.run(ingest_job_name("pc_csv"), partition_key="monday", tags=request.tags)
+    assert not outcome.success and "control_file" in outcome.error
+    resent = land(resources, "pc_csv", "monday-resent")
+    (resent / "control.txt").unlink()  # the same files (the sender's fix may be on the way, or the source's)
+    second = evaluate(sensor, resources, instance, cursor=first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["monday-resent"]

@@ -137,3 +137,34 @@ def test_a_wave_and_a_delta_through_the_cli(run_cli, tmp_path):
     for policy in delta["sources"]["pc_csv"]["new"]:
         assert policy in changes.stdout
     run_cli("changes", "--drop", "nope:day-9", expect=1)
+
+
+@pytest.mark.parametrize("defect,reason", [("truncated", "truncated"), ("empty", "empty"), ("garbage", "unreadable")])
+def test_ingest_of_a_bad_master_file_is_refused_with_exit_2_and_nothing_staged(run_cli, tmp_path, database_url,
+                                                                               defect, reason):
+    import shutil
+
+    from sqlalchemy import create_engine, text
+
+    from resources.database import sqlalchemy_url
+    from tests.book import sample_book
+
+    drop = tmp_path / "drop"
+    shutil.copytree(sample_book() / "mainframe_life", drop)
+    master = drop / "POLMAST.dat"
+    data = master.read_bytes()
+    master.write_bytes({"truncated": data[: len(data) // 3], "empty": b"", "garbage": os.urandom(len(data))}[defect])
+    proc = run_cli("ingest", str(drop), "--source", "mainframe_life", "--drop-id", "bad", expect=2)
+    said = " ".join(proc.stderr.split())
+    assert "mainframe_life drop bad refused; nothing of it is staged" in said
+    assert "POLMAST.dat" in said and f": {reason}: " in said and "byte offset" in said and "ask the sender" in said
+    assert "Traceback" not in proc.stderr + proc.stdout
+    engine = create_engine(sqlalchemy_url(database_url))
+    try:
+        with engine.connect() as conn:
+            for table in ("intake.drops", "intake.files", "intake.quarantine"):
+                assert conn.execute(text(f"SELECT count(*) FROM {table} WHERE drop_id = 'bad'")).scalar_one() == 0
+            assert conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'")).scalar_one() == 0
+    finally:
+        engine.dispose()
+    assert not (tmp_path / "home" / "landing" / "mainframe_life" / "bad").exists()  # not even landed

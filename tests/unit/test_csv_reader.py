@@ -231,3 +231,46 @@ def test_roundtrip_against_the_csv_module(tmp_path, rows, block_records):
         {"record_no": k + 1, "Id": i, "Name": name or None, "Amt": Decimal(cents) / 100}
         for k, (i, name, cents) in enumerate(rows)
     ]
+
+
+def test_fields_and_records_over_the_limits_are_quarantined_never_parsed(tmp_path):
+    long_name = "N" * 300
+    huge = "Z" * 5_000
+    p = write(tmp_path, f"Id,Name,Amt\n1,ok,1.00\n2,{long_name},2.00\n3,{huge},3.00\n4,\"{'Q' * 255}\",(4.00)\n".encode())
+    good, bad, _ = read_all(p, max_field_bytes=256, max_record_bytes=1_024)
+    assert good.column("record_no").to_pylist() == [1, 4]  # a value is measured without its quotes
+    rows = {r["record_no"]: r for r in bad.to_pylist()}
+    assert (rows[2]["reason"], rows[2]["field"]) == ("field_too_long", "Name")
+    assert "line 3: Name: the value is 300 bytes, more than the 256 allowed" in rows[2]["detail"]
+    assert (rows[3]["reason"], rows[3]["field"]) == ("record_too_long", None)
+    assert "line 4: the record is 5,007 bytes, more than the 1,024 allowed" in rows[3]["detail"]
+    assert rows[3]["offset"] == len(f"Id,Name,Amt\n1,ok,1.00\n2,{long_name},2.00\n".encode())
+    assert set(rows) == {2, 3}
+
+
+def test_a_record_far_beyond_arrows_block_is_quarantined_with_its_raw_bytes_capped(tmp_path):
+    from legacy.csv_reader import RAW_CAP
+
+    big = "B" * (3 << 20)  # longer than pyarrow's 1 MiB default block
+    p = write(tmp_path, f"Id,Name,Amt\n1,a,1\n2,{big},2\n3,c,3\n".encode())
+    good, bad, _ = read_all(p)  # default limits: 64 KiB field, 1 MiB record
+    assert good.column("record_no").to_pylist() == [1, 3]
+    (row,) = bad.to_pylist()
+    assert row["reason"] == "record_too_long" and len(row["raw"]) == RAW_CAP
+    # a long value under the record limit but over the field limit: parsed, then quarantined by field
+    p = write(tmp_path, f"Id,Name,Amt\n1,{'F' * (100 << 10)},1\n".encode(), "f.csv")
+    good, bad, _ = read_all(p)
+    assert good.num_rows == 0 and bad.column("reason").to_pylist() == ["field_too_long"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(0, 120), min_size=1, max_size=30), limit=st.integers(1, 100),
+       block_records=st.integers(1, 7))
+def test_every_line_is_staged_or_quarantined_whatever_the_limits(tmp_path, lengths, limit, block_records):
+    body = "".join(f"{i},{'v' * n},1\n" for i, n in enumerate(lengths))
+    p = write(tmp_path, ("Id,Name,Amt\n" + body).encode())
+    good, bad, _ = read_all(p, max_field_bytes=limit, max_record_bytes=limit + 8, block_records=block_records)
+    assert sorted(good.column("record_no").to_pylist() + bad.column("record_no").to_pylist()) == \
+        list(range(1, len(lengths) + 1))
+    too_long = {i + 1 for i, n in enumerate(lengths) if n > limit or len(f"{i},{'v' * n},1") > limit + 8}
+    assert set(bad.column("record_no").to_pylist()) == too_long

@@ -39,3 +39,22 @@ def test_personal_data_columns_never_show_values():
     assert (plan.min, plan.null_rate) == ("WL100", 0.5)
     rendered = profile.markdown() + profile.model_dump_json()
     assert "Adams" not in rendered and "Zhou" not in rendered
+
+
+def test_patterns_and_min_max_are_capped_so_a_report_stays_small():
+    from legacy.profile import ELLIPSIS, VALUE_CAP
+
+    long = "Ab1" * 10_000
+    shapes = value_patterns(pa.array([long, "short"])).to_pylist()
+    assert shapes[0] == "Aa9" * (VALUE_CAP // 3) + "A" + ELLIPSIS and len(shapes[0]) == VALUE_CAP + 1
+    assert shapes[1] == "aaaaa"
+    sampler = PatternSampler()
+    sampler.add(pa.table({"NOTE": [long] * 3}))
+    stats = {"NOTE": {"rows": 3, "nulls": 0, "distinct": 1, "min": long[:65], "max": long[:65]}}
+    profile = build_profile(source="s", drop_id="d", kind="k", file_name="f", columns=[("NOTE", pa.string())],
+                            sql_names=["note"], stats=stats, sampler=sampler, pii=set(), records_read=3,
+                            records_parsed=3, records_quarantined=0)
+    (note,) = profile.columns
+    assert len(note.min) == len(note.max) == VALUE_CAP + 1 and note.min.endswith(ELLIPSIS)
+    assert note.top_patterns == [(shapes[0], 3)]
+    assert len(profile.model_dump_json()) < 2_000

@@ -208,7 +208,7 @@ def test_determinism(tmp_path):
     b = generate_sample(tmp_path / "b", policies=300, seed=11, defect_rate=0.05)
     c = generate_sample(tmp_path / "c", policies=300, seed=12, defect_rate=0.05)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert len(files) == 6 * 2 + 2 + 1
+    assert len(files) == 6 * 2 + 1 + 1 + 2 + 1 + 1  # .dat+.cpy, trailer layout, CONTROL.txt; 2 csv, control.txt; manifest
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     assert a.files.keys() == b.files.keys() == c.files.keys()
