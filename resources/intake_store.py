@@ -168,30 +168,6 @@ class IntakeStore:
         self.engine = engine
 
     # -- drops ---------------------------------------------------------------------------
-    def register_drop(self, source: str, drop_id: str, content_hash: str, path: Path, files: dict[str, str]) -> None:
-        """Record a drop placed in the landing folder, through the WAL (namespace `intake`, `register_drop`)."""
-        from resources.wal import WalStore
-
-        with WalStore(self.engine).action(namespace="intake", operation="register_drop", target="intake.drops",
-                                          payload={"source": source, "drop_id": drop_id, "content_hash": content_hash,
-                                                   "files": files}):
-            self._register_drop(source, drop_id, content_hash, path, files)
-
-    def _register_drop(self, source: str, drop_id: str, content_hash: str, path: Path, files: dict[str, str]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                text(
-                    """
-                    INSERT INTO intake.drops (source, drop_id, content_hash, path, files)
-                    VALUES (:source, :drop_id, :hash, :path, CAST(:files AS jsonb))
-                    ON CONFLICT (source, drop_id) DO UPDATE
-                       SET content_hash = EXCLUDED.content_hash, path = EXCLUDED.path,
-                           files = EXCLUDED.files, registered_at = now()
-                    """
-                ),
-                {"source": source, "drop_id": drop_id, "hash": content_hash, "path": str(path), "files": json.dumps(files)},
-            )
-
     def record_drop_check(self, *, source: str, drop_id: str, content_hash: str, path: Path, files: dict[str, str],
                           status: str, manifest: dict | None, error: str | None, wal_id: int) -> None:
         """Register a drop with the verdict of its integrity check (inside the check's WAL intent)."""
