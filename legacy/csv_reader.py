@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from legacy.copybook import QUARANTINE_SCHEMA, DecodeResult
+from legacy.errors import InputError
 
 __all__ = [
     "CsvColumn",
@@ -73,7 +74,7 @@ def _amount_re(scale: int) -> str:
     return rf"^(?:[-+]?\$?{num}|\$[-+]{num}|\(\$?{num}\)|\$?{num}-)$"
 
 
-class CsvHeaderError(ValueError):
+class CsvHeaderError(InputError):
     """The header line does not match the configured columns (malformed file)."""
 
 
