@@ -18,6 +18,7 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from dagster_project import services
 from dagster_project.instance import dagster_home
+from legacy.errors import DataMashError
 
 COMPENSATES = "data_mash/compensates"  # tag of a compensation run: the run it undoes
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -35,7 +36,7 @@ class RunOutcome:
     rollbacks: list["RunOutcome"] = field(default_factory=list)  # the compensation runs the daemon launched for it
 
 
-class LaunchError(RuntimeError):
+class LaunchError(DataMashError, RuntimeError):
     """A run could not be submitted; the message says why."""
 
 

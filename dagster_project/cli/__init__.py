@@ -18,7 +18,7 @@ from dagster_project.cli import (  # noqa: F401 (register)
     wal,
     waves,
 )
-from dagster_project.cli.common import app, console, dumps_exact  # noqa: F401 (what scripts and tests import)
+from dagster_project.cli.common import app, console, dumps_exact, report  # noqa: F401 (what scripts and tests import)
 from dagster_project.cli.reprocess import register as _register_reprocess
 
 _register_reprocess(app)  # data-mash reprocess
@@ -29,11 +29,11 @@ app.registered_commands.sort(key=lambda c: ORDER.index(c.callback.__module__.rsp
 
 
 def main() -> None:
-    from dagster_project.launcher import LaunchError
-    from dagster_project.services import ServicesError
-
+    """The `data-mash` console script. Errors inside a command are told by `DataMashGroup` (common.py); this
+    catches what happens around one, so that no traceback ever reaches a person."""
     try:
         app()
-    except (ServicesError, LaunchError) as error:
-        console.print(f"[bold red]error:[/] {error}")
-        sys.exit(1)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as error:  # noqa: BLE001 - the last resort: a message and the log with the traceback
+        sys.exit(report(error))
