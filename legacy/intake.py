@@ -36,6 +36,33 @@ def locate_file(source: SourceConfig, kind: str, drop_dir: Path) -> Path | None:
     return find_drop_files(source, drop_dir).get(kind)
 
 
+def check_drop(source: SourceConfig, path: Path) -> dict[str, Path]:
+    """Read what makes a drop unreadable as a whole, before anything of it is landed: its required files (a folder)
+    or which file kind it is (one file), each file's copybook, a CSV file's header line. Raises an `InputError`
+    naming the file, the line and the field; a bad *record* is not a problem here (intake quarantines it)."""
+    import fnmatch
+
+    from legacy.errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        files = find_drop_files(source, path)
+    else:
+        kinds = [spec.kind for spec in source.files if fnmatch.fnmatchcase(path.name, spec.pattern)]
+        if not kinds:
+            raise InputError(f"matches no file of source {source.name}",
+                             file=path, expected=" or ".join(f"{spec.pattern} ({spec.kind})" for spec in source.files))
+        files = {kinds[0]: path}
+    for kind, file in files.items():
+        spec = file_spec(source, kind)
+        blocks = read_source_file(source, spec, file, drop_dir=file.parent, block_records=1)
+        next(iter(blocks), None)  # parses the copybook, or reads the CSV header (and the first record)
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+    return files
+
+
 def ingest_file(
     store,
     source: SourceConfig,

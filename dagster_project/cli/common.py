@@ -173,6 +173,21 @@ def writable_output(path: Path, option: str = "--output") -> Path:
     return path
 
 
+def writable_folder(path: Path, option: str) -> Path:
+    """`path` if it is a folder that can be written, or one that can be created (its nearest existing ancestor is a
+    writable folder); else a `UsageError` (exit 2) before any work is done."""
+    from legacy.errors import UsageError
+
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is a file, not a folder; name a folder")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot write in {existing} (permission denied); name another folder")
+    return path
+
+
 def staged_drop_or_fail(engine, source: str, drop: str) -> None:
     """Refuse (exit 2) a drop id that was never taken in for this source, naming the ones that were."""
     from legacy.errors import UsageError

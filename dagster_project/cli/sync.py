@@ -63,14 +63,10 @@ def _night_or_fail(night: Optional[str]):
 def open_sync():
     from dagster_project.environment import resources_for_environment
     from resources.sync_store import SyncStore
-    from routing.sync import SyncRulesError, load_sync_rules
+    from routing.sync import load_sync_rules
 
-    targets = resources_for_environment(resolved=True)["targets"].store()
-    try:
-        rules = load_sync_rules()
-    except SyncRulesError as error:
-        fail(str(error))
-    return SyncStore(targets, rules)
+    rules = load_sync_rules()  # a bad settings file is a SyncRulesError: exit 2 naming file, line and field
+    return SyncStore(resources_for_environment(resolved=True)["targets"].store(), rules)
 
 
 @sync_app.command("run")
@@ -86,9 +82,9 @@ def sync_run(
     from dagster_project.runner import sync_night
 
     day = _night_or_fail(night)
+    store = open_sync()  # the sync settings are read (and a bad file refused) before a run is submitted
     with console.status(f"Syncing the night of {day} through Dagster…"):
         run = sync_night(day, fault=fault)
-    store = open_sync()
     record = store.night(day) or {}
     out.print(f"sync {day}: run {run.run_id} " + ("[green]succeeded[/]" if run.success else f"[red]FAILED[/]: {run.error}"),
               highlight=False)
@@ -165,7 +161,7 @@ def sync_report_cmd(night: Optional[str] = typer.Option(None, "--night", help="Y
         fail("no night of sync yet: run one with `data-mash sync run`", 1)
     record = store.night(_night_or_fail(night)) if night else nights[-1]
     if not record:
-        fail(f"no sync on the night of {night} (see `data-mash sync list`)", 1)
+        fail(f"no sync on the night of {night} (see `data-mash sync list`)")
     out.print(f"status: {record['status']}" + (f" ({record['status_reason']})" if record["status_reason"] else ""),
               highlight=False)
     if record["report"]:
@@ -216,6 +212,8 @@ def sync_resolve(
     if keep not in ("legacy", "new_platform"):
         fail(f"--keep: {keep!r} is neither legacy nor new_platform")
     store = open_sync()
+    if store.waiting_conflict(policy) is None:  # refused before a WAL intent is written
+        fail(f"policy {policy} has no manual conflict waiting in the DQ queue (see `data-mash sync conflicts`)")
     wal = resources_for_environment(resolved=True)["wal"].store()
     intent = wal.begin(namespace="sync", operation="resolve_conflict", target="sync.decisions",
                        key=f"sync:resolve:{policy}:{time.time_ns()}",
@@ -242,7 +240,7 @@ def sync_rollback(
     day = _night_or_fail(night)
     store = open_sync()
     if not store.night(day):
-        fail(f"no sync on the night of {day} (see `data-mash sync list`)", 1)
+        fail(f"no sync on the night of {day} (see `data-mash sync list`)")
     with console.status(f"Rolling back the night of {day}…"):
         run = rollback_sync(day, reason=reason)
     record = store.night(day)
