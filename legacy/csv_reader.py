@@ -182,6 +182,8 @@ def _check_header(path: Path, line: bytes, names: Sequence[str], encoding: str, 
         found = _split_header(line.rstrip(b"\r"), encoding, delimiter, quotechar)
     except UnicodeDecodeError as exc:
         raise CsvHeaderError(f"{path}: line 1: header is not valid {encoding}: {exc.reason} at byte {exc.start}") from exc
+    except csv.Error as exc:  # e.g. a carriage return inside the line
+        raise CsvHeaderError(f"{path}: line 1: header cannot be split into columns: {exc}") from None
     for i, expected in enumerate(names):
         got = found[i] if i < len(found) else None
         if got != expected:
@@ -258,7 +260,10 @@ class _BadLines:
 
 def _field_of_bad_byte(line: bytes, encoding: str, delimiter: str, quotechar: str, names: Sequence[str]) -> tuple[str | None, str]:
     """Which column of a line holds bytes that are invalid in the encoding."""
-    fields = next(csv.reader([line.decode("latin-1")], delimiter=delimiter, quotechar=quotechar), [])
+    try:
+        fields = next(csv.reader([line.decode("latin-1")], delimiter=delimiter, quotechar=quotechar), [])
+    except csv.Error:  # a carriage return inside the line: name no column
+        fields = []
     for i, value in enumerate(fields):
         raw = value.encode("latin-1")
         try:
@@ -273,12 +278,16 @@ def _field_of_bad_byte(line: bytes, encoding: str, delimiter: str, quotechar: st
     return None, f"not valid {encoding}"  # pragma: no cover - only called for lines that fail to decode
 
 
-def _parse_fallback(text_lines: list[str], ncols: int, delimiter: str, quotechar: str) -> tuple[list[list[str]], list[tuple[int, int]]]:
+def _parse_fallback(text_lines: list[str], ncols: int, delimiter: str, quotechar: str) -> tuple[list[list[str]], list[tuple[int, int | str]]]:
     """Per-line parse with the csv module (used only if pyarrow's row accounting disagrees)."""
     rows: list[list[str]] = []
-    bad: list[tuple[int, int]] = []  # (fed index, found columns)
+    bad: list[tuple[int, int | str]] = []  # (fed index, found columns or what was found)
     for i, t in enumerate(text_lines):
-        fields = next(csv.reader([t], delimiter=delimiter, quotechar=quotechar), [])
+        try:
+            fields = next(csv.reader([t], delimiter=delimiter, quotechar=quotechar), [])
+        except csv.Error:  # a carriage return inside the line: not one record (quarantined, never a crash)
+            bad.append((i, "a carriage return inside the line"))
+            continue
         if len(fields) != ncols:
             bad.append((i, len(fields)))
         else:
