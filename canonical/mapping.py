@@ -90,8 +90,11 @@ class MappingFile(BaseModel):
     @field_validator("code_tables", mode="before")
     @classmethod
     def _codes_as_text(cls, value):
-        # YAML reads codes like 00 or 10 as numbers: codes are text
-        return {t: {str(k): str(v) for k, v in (m or {}).items()} for t, m in (value or {}).items()}
+        # YAML reads codes like 00 or 10 as numbers: codes are text (anything else is left for validation to name)
+        if not isinstance(value, dict):
+            return value if value is not None else {}
+        return {t: {str(k): str(v) for k, v in m.items()} if isinstance(m, dict) else ({} if m is None else m)
+                for t, m in value.items()}
 
 
 @dataclass
