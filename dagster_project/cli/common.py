@@ -34,6 +34,7 @@ class DataMashGroup(TyperGroup):
     """The `data-mash` command group: whatever a command raises ends as a message and an exit code."""
 
     def invoke(self, ctx):
+        command = [*getattr(ctx, "_protected_args", []), *ctx.args]  # for the log, before the subcommand takes them
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):  # Typer's own: usage errors (exit 2), exits, aborts
@@ -41,9 +42,9 @@ class DataMashGroup(TyperGroup):
         except OSError as error:
             if error.errno == errno.EPIPE:  # stdout closed (`| head`): Typer ends quietly
                 raise
-            raise typer.Exit(report(error)) from None
+            raise typer.Exit(report(error, command)) from None
         except Exception as error:  # noqa: BLE001 - the one place every error is told to a person
-            raise typer.Exit(report(error)) from None
+            raise typer.Exit(report(error, command)) from None
 
 
 app = typer.Typer(
@@ -60,7 +61,7 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def report(error: BaseException) -> int:
+def report(error: BaseException, command: list[str] | None = None) -> int:
     """Tell a person what went wrong, on one line or a few, and return the exit code (see the module docstring)."""
     from legacy.errors import DataMashError
 
@@ -71,7 +72,7 @@ def report(error: BaseException) -> int:
         message, code = lost
         console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return code
-    log = write_traceback(error)
+    log = write_traceback(error, command)
     first = (str(error).strip().splitlines() or [""])[0][:300]
     where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
     console.print(f"[bold red]error:[/] unexpected {type(error).__name__}" + (f": {escape(first)}" if first else "")
@@ -103,14 +104,16 @@ def database_unreachable(error: BaseException) -> tuple[str, int] | None:
             "stays (every change is a WAL intent first: `data-mash wal recover` carries on work left pending).", 1)
 
 
-def write_traceback(error: BaseException) -> Path | None:
-    """Write the error's traceback to `$DATA_MASH_HOME/logs/` (else the temp folder); the file, or None."""
+def write_traceback(error: BaseException, command: list[str] | None = None) -> Path | None:
+    """Write the command and the error's traceback to `$DATA_MASH_HOME/logs/` (else the temp folder); the file, or
+    None if neither could be written."""
     import tempfile
 
     from resources.database import data_mash_home
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    text = (f"data-mash {' '.join(sys.argv[1:])}\n{datetime.now(timezone.utc).isoformat()}\n\n"
+    text = (f"data-mash {' '.join(sys.argv[1:] if command is None else command)}\n"
+            f"{datetime.now(timezone.utc).isoformat()}\n\n"
             + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
     for folder in (data_mash_home() / "logs", Path(tempfile.gettempdir())):
         try:
