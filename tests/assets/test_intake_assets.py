@@ -153,9 +153,22 @@ def test_a_malformed_copybook_fails_the_run_naming_file_and_line(resources, inst
     target = next(i for i, line in enumerate(lines) if "COMP-3" in line)
     lines[target] = lines[target].replace("COMP-3", "COMP-9")
     cpy.write_text("\n".join(lines) + "\n", encoding="latin-1")
-    outcome = ingest(drop, "mainframe_life", "broken", resources=resources, launcher=InProcessLauncher(resources, instance))
-    assert not outcome.success
-    assert "POLMAST.cpy" in outcome.error and f"line {target + 1}" in outcome.error
+    # `data-mash ingest` reads the copybooks first: refused, naming file and line, before the drop lands
+    from legacy.copybook import CopybookError
+
+    with pytest.raises(CopybookError, match=rf"POLMAST.cpy line {target + 1}, column \d+: .*COMP-9"):
+        ingest(drop, "mainframe_life", "broken", resources=resources, launcher=InProcessLauncher(resources, instance))
+    assert not resources["landing"].ready_drops("mainframe_life")
+    # a drop copied into the landing folder (the landing sensor's way in) fails its run, naming file and line
+    from dagster_project.jobs import ingest_job_name
+    from dagster_project.partitions import drops_partitions_name
+
+    resources["landing"].place("mainframe_life", "broken", drop)
+    launcher = InProcessLauncher(resources, instance)
+    launcher.add_partitions(drops_partitions_name("mainframe_life"), ["broken"])
+    run = launcher.run(ingest_job_name("mainframe_life"), partition_key="broken")
+    assert not run.success
+    assert "POLMAST.cpy" in run.error and f"line {target + 1}" in run.error
 
 
 def test_definitions_load(home):
