@@ -1,7 +1,10 @@
 """`data-mash`: the operator's command line. Work that changes stored state runs through Dagster.
 
-Exit codes: 0 done; 1 the work ran and failed (a run, a check, a bad record file); 2 bad usage or
-input that could not be read (with the file, line and field named).
+Exit codes: 0 done; 1 the work ran and failed (a run, a check, quarantined records in `decode`, a wave in the
+wrong state, an error nobody anticipated: one line and the log with its traceback); 2 bad usage or input that
+could not be read, refused before anything changed: a file (named with its line and field), an unknown wave,
+policy, source or drop, an output that cannot be written, a database that does not answer. How errors are told:
+`common.py` (`DataMashGroup`) and `legacy/errors.py`.
 """
 
 from __future__ import annotations
