@@ -201,3 +201,19 @@ def staged_drop_or_fail(engine, source: str, drop: str) -> None:
         known = ", ".join(drops[-10:]) if drops else "none yet (`data-mash ingest PATH --source " + source + "`)"
         raise UsageError(f"--drop {drop!r}: no drop of {source} by that id has been taken in; drops of {source}: "
                          f"{known} (see `data-mash status`)")
+
+
+def fault_option(fault: str | None, asset_keys) -> str | None:
+    """A drill's `--inject-fault`, checked: `[fail:|hold:]<after_intent|mid_load>:<asset key>` naming an asset of
+    the run. A misspelt one would never fire, and the drill would be a real run: refused (exit 2) instead."""
+    from legacy.errors import UsageError
+
+    if fault is None:
+        return None
+    parts = fault.split(":")
+    mode, rest = (parts[0], parts[1:]) if parts[0] in ("fail", "hold") else ("", parts)
+    keys = sorted(k.to_user_string() for k in asset_keys)
+    if len(rest) != 2 or rest[0] not in ("after_intent", "mid_load") or rest[1] not in keys:
+        raise UsageError(f"--inject-fault {fault!r}: expected [fail:|hold:]after_intent|mid_load:<asset>, the asset "
+                         f"one of {', '.join(keys)} (e.g. fail:mid_load:{keys[0]}); nothing was run")
+    return fault

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from dagster_project.cli.common import app, console, fail, out
+from dagster_project.cli.common import app, console, fail, fault_option, out
 
 
 @app.command("simulate-activity")
@@ -79,8 +79,10 @@ def sync_run(
     """Run one night of sync now, through Dagster (`nightly_sync_job`): apply new drops to the book, find both
     sides' changes, decide each (conflict rules per line), write each through the WAL, prove and report. A failed
     night is rolled back at once. What `nightly_sync_schedule` runs every night."""
+    from assets.sync import SYNC_KEYS
     from dagster_project.runner import sync_night
 
+    fault = fault_option(fault, SYNC_KEYS)
     day = _night_or_fail(night)
     store = open_sync()  # the sync settings are read (and a bad file refused) before a run is submitted
     with console.status(f"Syncing the night of {day} through Dagster…"):

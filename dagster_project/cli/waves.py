@@ -11,7 +11,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from dagster_project.cli.common import app, console, dumps_exact, fail, out, when_option, writable_output
+from dagster_project.cli.common import (app, console, dumps_exact, fail, fault_option, out, when_option,
+                                        writable_output)
 
 wave_app = typer.Typer(help="Waves: list, show, approve, execute, reconcile, report, rollback, status.",
                        no_args_is_help=True)
@@ -191,10 +192,11 @@ def wave_execute(
 ) -> None:
     """Run an approved wave now, through Dagster: select, gate, load every target, reconcile, report. A failed run
     that loaded anything is rolled back by the daemon (`compensation_sensor`); this waits for it and reports it."""
+    from dagster_project.compensation import wave_asset_keys
     from dagster_project.runner import run_wave
 
     _wave_or_fail(wave_id)  # an unknown wave is refused before a partition is added or a run submitted
-    run = run_wave(wave_id, fault=fault)
+    run = run_wave(wave_id, fault=fault_option(fault, wave_asset_keys(wave_id)[1]))
     print_wave_outcome(wave_id, run)
     if not run.success:
         raise typer.Exit(1)

@@ -311,3 +311,12 @@ def test_a_database_that_does_not_answer_is_exit_2_naming_where_without_the_pass
         assert proc.returncode == 2, said
         assert "Traceback" not in said and "s3cret-pw" not in said
         assert "127.0.0.1" in said and "port 1" in said and "database book" in said and "Nothing was changed" in said
+
+
+def test_a_misspelt_drill_fault_is_refused_not_run_for_real(cli, routed_book, database_url):
+    cli("generate-plan", expect=0)
+    runs = dagster_state(database_url)[1]
+    out = cli("wave", "execute", "p1-w00", "--inject-fault", "fail:midload:targets/new_platform")
+    assert "--inject-fault 'fail:midload:targets/new_platform'" in out and "nothing was run" in out
+    assert "--inject-fault" in cli("sync", "run", "--inject-fault", "fail:mid_load:targets/new_platform")
+    assert dagster_state(database_url)[1] == runs
