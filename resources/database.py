@@ -42,7 +42,7 @@ def embedded_url(data_dir: Path) -> str:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # A unix socket path must stay under ~107 bytes; pgserver puts it inside the data folder.
     if len(str(data_dir)) > 90:
-        raise RuntimeError(
+        raise SettingError(
             f"The embedded PostgreSQL folder {data_dir} is too long a path for a unix socket. "
             f"Set {HOME_ENV} to a shorter folder, or {DATABASE_URL_ENV} to a server."
         )
