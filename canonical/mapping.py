@@ -26,17 +26,29 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from canonical.tables import FREQUENCY, MONEY, V1_TABLES, Table
+from legacy.errors import InputError, YamlDocument, load_yaml
 
 PERIODS_PER_YEAR = {"annual": 1, "semi_annual": 2, "quarterly": 4, "monthly": 12, "single": 1}
 assert set(PERIODS_PER_YEAR) == set(FREQUENCY)
 
 
-class MappingError(ValueError):
-    """A mapping file that cannot be used; the message names the file, table, field and problem."""
+class MappingError(InputError):
+    """A mapping file that cannot be used; the message names the file, line, table, field and problem."""
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A place in a mapping file (file, dotted field, line) that makes the error about it."""
+
+    file: str
+    field: str | None = None
+    line: int | None = None
+
+    def error(self, problem: str) -> MappingError:
+        return MappingError(problem, file=self.file, line=self.line, field=self.field)
 
 
 class FieldMapping(BaseModel):
@@ -78,8 +90,11 @@ class MappingFile(BaseModel):
     @field_validator("code_tables", mode="before")
     @classmethod
     def _codes_as_text(cls, value):
-        # YAML reads codes like 00 or 10 as numbers: codes are text
-        return {t: {str(k): str(v) for k, v in (m or {}).items()} for t, m in (value or {}).items()}
+        # YAML reads codes like 00 or 10 as numbers: codes are text (anything else is left for validation to name)
+        if not isinstance(value, dict):
+            return value if value is not None else {}
+        return {t: {str(k): str(v) for k, v in m.items()} if isinstance(m, dict) else ({} if m is None else m)
+                for t, m in value.items()}
 
 
 @dataclass
@@ -117,50 +132,50 @@ FUNCTIONS = {
 LOOKUP_AGGREGATES = ("sum", "count", "min", "max", "first")
 
 
-def _check(node: ast.AST, where: str, columns: set[str] | None, code_tables: set[str],
+def _check(node: ast.AST, where: _Where, columns: set[str] | None, code_tables: set[str],
            all_columns: dict[str, set[str]] | None = None) -> None:
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float)) and not isinstance(node.value, bool):
         return
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
         return
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.keywords:
-        raise MappingError(f"{where}: only calls of {sorted(FUNCTIONS)} with plain arguments are allowed, "
+        raise where.error(f"only calls of {sorted(FUNCTIONS)} with plain arguments are allowed, "
                            f"found {ast.unparse(node)!r}")
     name = node.func.id
     if name not in FUNCTIONS:
-        raise MappingError(f"{where}: unknown function {name}(); use one of {sorted(FUNCTIONS)}")
+        raise where.error(f"unknown function {name}(); use one of {sorted(FUNCTIONS)}")
     low, high = FUNCTIONS[name]
     if not low <= len(node.args) <= high:
-        raise MappingError(f"{where}: {name}() takes {low}{'' if low == high else f' to {high}'} arguments, "
+        raise where.error(f"{name}() takes {low}{'' if low == high else f' to {high}'} arguments, "
                            f"got {len(node.args)}")
     if name == "col":
         arg = node.args[0]
         if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
-            raise MappingError(f"{where}: col() takes a column name in quotes")
+            raise where.error(f"col() takes a column name in quotes")
         if columns is not None and arg.value not in columns:
-            raise MappingError(f"{where}: source has no column {arg.value!r}")
+            raise where.error(f"source has no column {arg.value!r}")
         return
     if name == "code":
         table = node.args[1]
         if not (isinstance(table, ast.Constant) and isinstance(table.value, str)) or table.value not in code_tables:
-            raise MappingError(f"{where}: code table {ast.unparse(table)} is not defined under code_tables")
+            raise where.error(f"code table {ast.unparse(table)} is not defined under code_tables")
     if name == "lookup":
         kind, key, value, agg = node.args[:4]
         if not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in (kind, key, value, agg)):
-            raise MappingError(f"{where}: lookup(kind, key column, value column, aggregate, our key) takes four names "
+            raise where.error(f"lookup(kind, key column, value column, aggregate, our key) takes four names "
                                "in quotes and then an expression")
         if agg.value not in LOOKUP_AGGREGATES:
-            raise MappingError(f"{where}: lookup aggregate {agg.value!r} is not one of {LOOKUP_AGGREGATES}")
+            raise where.error(f"lookup aggregate {agg.value!r} is not one of {LOOKUP_AGGREGATES}")
         if all_columns is not None:
             if kind.value not in all_columns:
-                raise MappingError(f"{where}: lookup into file kind {kind.value!r}, which the source does not have")
+                raise where.error(f"lookup into file kind {kind.value!r}, which the source does not have")
             for column in (key.value, value.value):
                 if column not in all_columns[kind.value]:
-                    raise MappingError(f"{where}: lookup: file kind {kind.value!r} has no column {column!r}")
+                    raise where.error(f"lookup: file kind {kind.value!r} has no column {column!r}")
         _check(node.args[4], where, columns, code_tables, all_columns)
         return
     if name == "date" and not (isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
-        raise MappingError(f"{where}: date() takes a format in quotes, e.g. '%Y%m%d'")
+        raise where.error(f"date() takes a format in quotes, e.g. '%Y%m%d'")
     for arg in node.args:
         _check(arg, where, columns, code_tables, all_columns)
 
@@ -169,62 +184,66 @@ def load_mapping(path: str | Path, source_columns: dict[str, set[str]] | None = 
                  tables: dict[str, Table] | None = None) -> Mapping:
     """Read and validate a mapping file; `source_columns` (kind → columns) also checks column names."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise MappingError(f"{path}: not valid YAML: {error}") from error
-    return parse_mapping(raw, path, source_columns, tables)
+    document = load_yaml(path, error=MappingError)
+    return parse_mapping(document.data, path, source_columns, tables, document=document)
 
 
 def parse_mapping(raw: Any, path: Path | None = None, source_columns: dict[str, set[str]] | None = None,
-                  tables: dict[str, Table] | None = None) -> Mapping:
+                  tables: dict[str, Table] | None = None, *, document: YamlDocument | None = None) -> Mapping:
+    """Validate a mapping read from YAML; `document` (from `load_yaml`) lets errors name their line."""
     where_file = str(path) if path else "<mapping>"
     tables = tables or V1_TABLES
+
+    def at(*loc: str | int) -> _Where:
+        return _Where(where_file, ".".join(str(p) for p in loc) or None, document.line(*loc) if document else None)
+
+    if not isinstance(raw, dict):
+        raise at().error(f"a mapping file is a YAML mapping with mapping, version, source and tables; found "
+                         f"{'nothing' if raw is None else type(raw).__name__}")
     try:
         spec = MappingFile.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise MappingError(f"{where_file}: {loc}: {first['msg']}") from error
+        raise at(*first["loc"]).error(first["msg"].removeprefix("Value error, ")) from None
     compiled: dict[str, dict[str, ast.expr]] = {}
     occurrences: dict[str, list[dict[str, ast.expr]]] = {}
     for table_name, table_map in spec.tables.items():
         if table_name not in tables:
-            raise MappingError(f"{where_file}: tables.{table_name}: not a canonical table ({sorted(tables)})")
+            raise at("tables", table_name).error(f"not a canonical table ({sorted(tables)})")
         canonical = tables[table_name]
         cols = source_columns.get(table_map.from_) if source_columns is not None else None
         if cols is not None:
             cols = cols | {"record_no"}  # every source block carries its record numbers
         if source_columns is not None and cols is None:
-            raise MappingError(f"{where_file}: tables.{table_name}.from: source has no file kind {table_map.from_!r}")
+            raise at("tables", table_name, "from").error(f"source has no file kind {table_map.from_!r}")
         if (table_map.occurs > 1) != bool(table_map.present) or (table_map.present and "{n}" not in table_map.present):
-            raise MappingError(f"{where_file}: tables.{table_name}: `occurs` above 1 needs `present`, a column name "
+            raise at("tables", table_name).error("`occurs` above 1 needs `present`, a column name "
                                "with {n} (e.g. BEN_NAME_{n}), and `present` needs `occurs`")
         variants = []
         for n in range(1, table_map.occurs + 1):
             variant = {}
             for column, fmap in table_map.fields.items():
-                where = f"{where_file}: tables.{table_name}.fields.{column}"
+                where = at("tables", table_name, "fields", column)
                 if column not in canonical.names:
-                    raise MappingError(f"{where}: canonical table {table_name} has no column {column!r}")
+                    raise where.error(f"canonical table {table_name} has no column {column!r}")
                 expr = fmap.expr.replace("{n}", str(n)) if table_map.occurs > 1 else fmap.expr
                 try:
                     tree = ast.parse(expr, mode="eval").body
                 except SyntaxError as error:
-                    raise MappingError(f"{where}: expression {fmap.expr!r} does not parse: {error.msg}") from error
+                    raise where.error(f"expression {fmap.expr!r} does not parse: {error.msg}") from None
                 _check(tree, where, cols, set(spec.code_tables), source_columns)
                 variant[column] = tree
             variants.append(variant)
         if cols is not None:
             missing = [c for c in table_map.present_columns() if c not in cols]
             if missing:
-                raise MappingError(f"{where_file}: tables.{table_name}.present: source has no column {missing[0]!r}")
+                raise at("tables", table_name, "present").error(f"source has no column {missing[0]!r}")
         compiled[table_name] = variants[0]
         if table_map.occurs > 1:
             occurrences[table_name] = variants
         for key in canonical.key:
             if key not in table_map.fields:
-                raise MappingError(f"{where_file}: tables.{table_name}: key column {key!r} is not mapped")
+                raise at("tables", table_name, "fields").error(f"key column {key!r} is not mapped")
     canonical_json = json.dumps(spec.model_dump(by_alias=True, exclude={"draft"}), sort_keys=True)
     return Mapping(spec, path, hashlib.sha256(canonical_json.encode()).hexdigest(), compiled, occurrences)
 

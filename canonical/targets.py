@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
 from canonical.tables import MONEY, V1_TABLES
+from legacy.errors import InputError, load_yaml
 
 MAPPING_FILE = Path(__file__).parent / "mappings" / "new_platform.yaml"
 _TYPES = {"text": pa.string(), "int64": pa.int64(), "date": pa.date32(), "decimal(5,2)": pa.decimal128(5, 2),
           "decimal(18,2)": MONEY}
 
 
-class TargetMappingError(ValueError):
+class TargetMappingError(InputError):
     """A target mapping that cannot be used, or a value it cannot translate; the message names table and column."""
 
 
@@ -76,7 +76,7 @@ class TargetMapping:
 def load_target_mapping(path: Path = MAPPING_FILE) -> TargetMapping:
     """Read and check the mapping: canonical tables and columns exist, every source fills every column with
     one type, codes cover the canonical code lists."""
-    spec = yaml.safe_load(Path(path).read_text())
+    spec = load_yaml(path, error=TargetMappingError).data
     where = Path(path).name
     tables = {}
     for name, t in spec["tables"].items():

@@ -18,6 +18,7 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from dagster_project import services
 from dagster_project.instance import dagster_home
+from legacy.errors import DataMashError
 from resources.guard import current_principal
 from resources.wal import PRINCIPAL_TAG
 
@@ -37,7 +38,7 @@ class RunOutcome:
     rollbacks: list["RunOutcome"] = field(default_factory=list)  # the compensation runs the daemon launched for it
 
 
-class LaunchError(RuntimeError):
+class LaunchError(DataMashError, RuntimeError):
     """A run could not be submitted; the message says why."""
 
 

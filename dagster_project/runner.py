@@ -19,6 +19,7 @@ from dagster_project.environment import resources_for_environment
 from dagster_project.jobs import ingest_job_name
 from dagster_project.launcher import RunOutcome
 from dagster_project.partitions import drops_partitions_name
+from legacy.errors import UsageError
 from legacy.integrity import verify_drop
 from legacy.sources import find_drop_files, load_source
 from resources.intake_store import IntakeStore
@@ -43,6 +44,15 @@ def refuse_second_run(launcher, tags: dict[str, str], what: str) -> None:
         run = busy[0]
         raise LaunchError(f"{what} already has run {run.run_id} ({run.status.value.lower()}); wait for it to end (the "
                           f"Dagster UI, Runs) before running it again")
+
+
+def known_wave(wave_id: str, resources: dict | None = None):
+    """The wave store, once `wave_id` is known to be a wave (else `UnknownWaveError`, exit 2 at the CLI)."""
+    from resources.wave_store import WaveStore
+
+    waves = WaveStore((resources or resources_for_environment(resolved=True))["database"].engine())
+    waves.wave(wave_id)
+    return waves
 
 
 def fault_config(fault: str | None) -> dict | None:
@@ -265,10 +275,9 @@ def run_wave(wave_id: str, *, resources: dict | None = None, launcher=None, faul
     injects a failure into this run only, for demos and drills.
     """
     from assets.waves import RUN_WAVE_JOB, WAVES_PARTITIONS
-    from resources.wave_store import WaveError, WaveStore
+    from resources.wave_store import WaveError
 
-    resolved = resources or resources_for_environment(resolved=True)
-    wave = WaveStore(resolved["database"].engine()).wave(wave_id)  # an unknown wave is refused before any run
+    wave = known_wave(wave_id, resources).wave(wave_id)  # before a partition is added or a run submitted
     if wave["status"] == "completed":
         raise WaveError(f"wave {wave_id} is completed: its policies are on their targets, and running it again would "
                         f"load legacy's version over them. Roll it back first (`data-mash wave rollback {wave_id}`).")
@@ -285,6 +294,7 @@ def reconcile_wave(wave_id: str, *, resources: dict | None = None, launcher=None
     """Re-run a loaded wave's reconciliation checks through Dagster (`reconcile_wave_job`); a failure rolls it back."""
     from assets.targets import RECONCILE_JOB
 
+    known_wave(wave_id, resources)
     launcher = launcher_for(launcher, resources)
     run = launcher.run(RECONCILE_JOB, partition_key=wave_id, label=f"reconcile wave {wave_id}",
                        tags={"data_mash/wave": wave_id, "data_mash/launched_by": "cli"})
@@ -327,7 +337,16 @@ def rollback_sync(night, *, reason: str = "requested by an operator", resources:
 
 def rollback_wave(wave_id: str, *, policy_id: str | None = None, reason: str = "requested by an operator",
                   resources: dict | None = None, launcher=None) -> RunOutcome:
-    """Undo a wave, or one policy of it, through Dagster (`rollback_wave_job`)."""
+    """Undo a wave, or one policy of it, through Dagster (`rollback_wave_job`). An unknown wave, or a policy that is
+    not part of the wave, is refused before a run is submitted (`UsageError`)."""
+    from resources.sync_store import PREFIX as SYNC_PREFIX
+
+    if not wave_id.startswith(SYNC_PREFIX):
+        waves = known_wave(wave_id, resources)
+        if policy_id and waves.policy_in_wave(wave_id, policy_id) is None:
+            raise UsageError(f"--policy {policy_id}: not a policy of wave {wave_id} (neither among its "
+                             f"{waves.wave(wave_id)['candidates']:,} candidates nor rolled back from it before); "
+                             f"nothing was rolled back. `data-mash where {policy_id}` says which wave holds it.")
     config = {"wave_id": wave_id, "policy_id": policy_id or "", "reason": reason}
     return launcher_for(launcher, resources).run(
         ROLLBACK_JOB, run_config={"ops": {"plan_wave_rollback": {"config": config}}},

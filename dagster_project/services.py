@@ -22,6 +22,7 @@ from pathlib import Path
 import requests
 
 from dagster_project.instance import dagster_home, ensure_instance_config
+from legacy.errors import DataMashError
 from resources.database import DatabaseResource, data_mash_home
 
 URL_ENV = "DATA_MASH_DAGSTER_URL"
@@ -34,7 +35,7 @@ CARRIED = ("DATA_MASH_HOME", "DAGSTER_HOME", "DATA_MASH_DATABASE_URL", "DATA_MAS
 STARTED: list[int] = []  # process groups of the services this process started (tests end them after)
 
 
-class ServicesError(RuntimeError):
+class ServicesError(DataMashError, RuntimeError):
     """The Dagster services cannot be reached or started; the message says what to do."""
 
 

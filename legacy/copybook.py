@@ -50,6 +50,8 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from legacy.errors import InputError
+
 # re-exported from legacy.records (loaded lazily, see __getattr__)
 _RECORDS_API = frozenset(
     {
@@ -92,15 +94,13 @@ MAX_BINARY_DIGITS = 18
 # --------------------------------------------------------------------------- errors
 
 
-class CopybookError(ValueError):
+class CopybookError(InputError):
     """A copybook that cannot be parsed; names source, 1-based line and column."""
 
     def __init__(self, source: str, line: int, column: int, message: str) -> None:
         self.source = source
-        self.line = line
-        self.column = column
         self.message = message
-        super().__init__(f"{source} line {line}, column {column}: {message}")
+        super().__init__(message, file=source, line=line, column=column)
 
 
 # --------------------------------------------------------------------------- public layout types

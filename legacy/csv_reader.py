@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from legacy.copybook import QUARANTINE_SCHEMA, DecodeResult
+from legacy.errors import InputError
 
 __all__ = [
     "CsvColumn",
@@ -83,7 +84,7 @@ def _amount_re(scale: int) -> str:
     return rf"^(?:[-+]?\$?{num}|\$[-+]{num}|\(\$?{num}\)|\$?{num}-)$"
 
 
-class CsvHeaderError(ValueError):
+class CsvHeaderError(InputError):
     """The header line does not match the configured columns (malformed file)."""
 
 
@@ -200,6 +201,8 @@ def _check_header(path: Path, line: bytes, names: Sequence[str], encoding: str, 
         found = _split_header(line.rstrip(b"\r"), encoding, delimiter, quotechar)
     except UnicodeDecodeError as exc:
         raise CsvHeaderError(f"{path}: line 1: header is not valid {encoding}: {exc.reason} at byte {exc.start}") from exc
+    except csv.Error as exc:  # e.g. a carriage return inside the line
+        raise CsvHeaderError(f"{path}: line 1: header cannot be split into columns: {exc}") from None
     for i, expected in enumerate(names):
         got = found[i] if i < len(found) else None
         if got != expected:
@@ -276,7 +279,10 @@ class _BadLines:
 
 def _field_of_bad_byte(line: bytes, encoding: str, delimiter: str, quotechar: str, names: Sequence[str]) -> tuple[str | None, str]:
     """Which column of a line holds bytes that are invalid in the encoding."""
-    fields = next(csv.reader([line.decode("latin-1")], delimiter=delimiter, quotechar=quotechar), [])
+    try:
+        fields = next(csv.reader([line.decode("latin-1")], delimiter=delimiter, quotechar=quotechar), [])
+    except csv.Error:  # a carriage return inside the line: name no column
+        fields = []
     for i, value in enumerate(fields):
         raw = value.encode("latin-1")
         try:
@@ -296,12 +302,16 @@ def _shown(value: str) -> str:
     return repr(value) if len(value) <= SHOWN_VALUE else repr(value[:SHOWN_VALUE]) + "…"
 
 
-def _parse_fallback(text_lines: list[str], ncols: int, delimiter: str, quotechar: str) -> tuple[list[list[str]], list[tuple[int, int]]]:
+def _parse_fallback(text_lines: list[str], ncols: int, delimiter: str, quotechar: str) -> tuple[list[list[str]], list[tuple[int, int | str]]]:
     """Per-line parse with the csv module (used only if pyarrow's row accounting disagrees)."""
     rows: list[list[str]] = []
-    bad: list[tuple[int, int]] = []  # (fed index, found columns)
+    bad: list[tuple[int, int | str]] = []  # (fed index, found columns or what was found)
     for i, t in enumerate(text_lines):
-        fields = next(csv.reader([t], delimiter=delimiter, quotechar=quotechar), [])
+        try:
+            fields = next(csv.reader([t], delimiter=delimiter, quotechar=quotechar), [])
+        except csv.Error:  # a carriage return inside the line: not one record (quarantined, never a crash)
+            bad.append((i, "a carriage return inside the line"))
+            continue
         if len(fields) != ncols:
             bad.append((i, len(fields)))
         else:

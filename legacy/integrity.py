@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from legacy.errors import UsageError
 from legacy.copybook import Copybook, CopybookError, RecordBlock, decode_block, decode_file
 from legacy.csv_reader import CsvHeaderError, _check_header, read_header_line
 from legacy.sources import (
@@ -111,13 +112,17 @@ class DropProblem:
         return f"{', '.join(where)}: {self.reason}: {self.detail}; {self.advice}"
 
 
-class DropRefused(ValueError):
-    """The drop is not taken: the problems name each bad file, where and why (nothing of the drop is staged)."""
+class DropRefused(UsageError, ValueError):
+    """The drop is not taken: the problems name each bad file, where and why (nothing of the drop is staged); bad
+    input, exit 2 at the CLI."""
 
     def __init__(self, source: str, drop: str, problems: list[DropProblem]):
         self.source, self.drop, self.problems = source, drop, list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source} drop {drop} refused; nothing of it is staged:\n{lines}")
+
+    def __reduce__(self):
+        return DropRefused, (self.source, self.drop, self.problems)
 
 
 @dataclass(frozen=True)

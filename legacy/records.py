@@ -56,6 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from legacy.copybook import Copybook, Field, Node, edit_roles
+from legacy.errors import UsageError
 
 __all__ = [
     "DecodeResult",
@@ -173,16 +174,20 @@ class _Codec:
         return b
 
 
+class EncodingError(UsageError, ValueError):
+    """An encoding that is not a single-byte EBCDIC or ASCII code page (a bad setting, not a bad record)."""
+
+
 @lru_cache(maxsize=32)
 def _codec(encoding: str) -> _Codec:
     """Lookup tables for a single-byte code page (EBCDIC or ASCII family)."""
     try:
         info = codecs.lookup(encoding)
     except LookupError:
-        raise ValueError(f"unknown encoding {encoding!r}") from None
+        raise EncodingError(f"unknown encoding {encoding!r} (e.g. cp037, cp500, cp1140, ascii, latin-1)") from None
     try:
         if len("\u00e9".encode(info.name)) != 1:
-            raise ValueError(f"encoding {encoding!r} is not a single-byte code page")
+            raise EncodingError(f"encoding {encoding!r} is not a single-byte code page (e.g. cp037, ascii, latin-1)")
     except UnicodeEncodeError:
         pass
     cp = np.zeros(256, np.uint32)
@@ -197,7 +202,7 @@ def _codec(encoding: str) -> _Codec:
             valid[b] = True
     ebcdic = bool(valid[0xF0] and cp[0xF0] == ord("0") and cp[0xC1] == ord("A"))
     if not ebcdic and not (valid[0x30] and cp[0x30] == ord("0")):
-        raise ValueError(f"encoding {encoding!r}: digits are neither EBCDIC (0xF0) nor ASCII (0x30)")
+        raise EncodingError(f"encoding {encoding!r}: digits are neither EBCDIC (0xF0) nor ASCII (0x30)")
     utf8_len = np.zeros(256, np.uint8)
     for b in np.flatnonzero(valid):
         utf8_len[b] = len(chr(int(cp[b])).encode("utf-8"))

@@ -50,11 +50,11 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import pyarrow as pa
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from legacy.copybook import Copybook, DecodeResult, decode_file, parse_copybook
 from legacy.csv_reader import arrow_type, read_csv_file
+from legacy.errors import InputError, load_yaml
 
 __all__ = [
     "ControlFileSpec",
@@ -79,11 +79,11 @@ _NAME_RE = r"^[a-z][a-z0-9_]*$"
 DROP_KIND = "drop"  # reserved: the asset legacy/<source>/drop checks a whole drop before its files are staged
 
 
-class SourceConfigError(ValueError):
+class SourceConfigError(InputError):
     """A source configuration file is missing or invalid."""
 
 
-class DropFileError(FileNotFoundError):
+class DropFileError(InputError, FileNotFoundError):
     """A drop does not hold the files its source configuration requires."""
 
 
@@ -323,12 +323,7 @@ def load_source(name_or_path: str | Path) -> SourceConfig:
             raise SourceConfigError(f"unknown source {str(name_or_path)!r}: no {p}; built-in sources: {known}")
     if not p.is_file():
         raise SourceConfigError(f"{p}: source configuration file not found")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SourceConfigError(f"{p}: not valid YAML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise SourceConfigError(f"{p}: not valid UTF-8: {exc}") from None
+    data = load_yaml(p, error=SourceConfigError).data
     return _parse_config(data, p.resolve())
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from resources import guard
+from legacy.errors import SettingError
 from resources.migrations import migrate
 
 DATABASE_URL_ENV = "DATA_MASH_DATABASE_URL"
@@ -41,7 +43,7 @@ def embedded_url(data_dir: Path) -> str:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # A unix socket path must stay under ~107 bytes; pgserver puts it inside the data folder.
     if len(str(data_dir)) > 90:
-        raise RuntimeError(
+        raise SettingError(
             f"The embedded PostgreSQL folder {data_dir} is too long a path for a unix socket. "
             f"Set {HOME_ENV} to a shorter folder, or {DATABASE_URL_ENV} to a server."
         )
@@ -49,11 +51,42 @@ def embedded_url(data_dir: Path) -> str:
     return server.get_uri()
 
 
+class DatabaseUrlError(SettingError, ValueError):
+    """The database URL is not a PostgreSQL URL that can be read."""
+
+
+class DatabaseUnavailableError(SettingError):
+    """The configured PostgreSQL did not answer (or refused us): a setting to fix. Raised before this process
+    changed anything there, so the message can say that nothing was changed."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.where = describe_url(url)
+        parsed = make_url(url)
+        self.host, self.port, self.database = parsed.host or "localhost", parsed.port or 5432, parsed.database
+        super().__init__(
+            f"cannot connect to PostgreSQL at {self.where} (host {self.host}, port {self.port}, database "
+            f"{self.database or '(default)'}): {reason} Nothing was changed. Check that the server runs and accepts "
+            f"connections there; {DATABASE_URL_ENV} names it (unset, Data Mash starts its embedded PostgreSQL).")
+
+
+def connection_failure(error: BaseException, url: str | None = None) -> str:
+    """What a driver said when a connection failed, in one sentence, without the password."""
+    reason = str(getattr(error, "orig", None) or error).strip()
+    reason = " ".join(reason.replace("connection failed: ", "", 1).split())
+    password = make_url(url).password if url else None
+    reason = reason.replace(str(password), "***") if password else reason
+    return reason if reason[-1:] in (".", "?", "!") else f"{reason}."
+
+
 def sqlalchemy_url(url: str) -> str:
     """Normalise any PostgreSQL URL to SQLAlchemy's psycopg 3 driver."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as error:
+        raise DatabaseUrlError(f"{DATABASE_URL_ENV} is not a database URL ({error}); expected "
+                               "postgresql://user:password@host:port/database") from None
     if parsed.get_backend_name() != "postgresql":
-        raise ValueError(
+        raise DatabaseUrlError(
             f"{DATABASE_URL_ENV} must be a PostgreSQL URL (postgresql://user@host:port/db); "
             f"got a '{parsed.get_backend_name()}' URL. Data Mash speaks only PostgreSQL."
         )
@@ -61,16 +94,28 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process, migrated to the current schema on first use."""
+    """One engine per URL per process, migrated to the current schema on first use. A server that does not
+    answer is a `DatabaseUnavailableError` naming where it was tried, raised before anything is written."""
     key = sqlalchemy_url(url)
     with _lock:
         engine = _engines.get(key)
         if engine is None:
             engine = create_engine(key, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            try:
+                with engine.connect():  # the first contact: nothing has been written yet
+                    pass
+            except DBAPIError as error:
+                engine.dispose()
+                raise DatabaseUnavailableError(url, connection_failure(error, key)) from None
             guard.install(engine)  # each transaction carries the WAL intent it works for (the database checks)
             migrate(engine)
             _engines[key] = engine
         return engine
+
+
+def connected() -> bool:
+    """Whether this process has reached a database (after which a lost connection may have left work behind)."""
+    return bool(_engines)
 
 
 @contextmanager

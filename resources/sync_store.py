@@ -366,6 +366,15 @@ class SyncStore:
                         "AND d.applied_at IS NULL AND d.undone_at IS NULL", params)
         return result
 
+    def waiting_conflict(self, policy_id: str) -> dict | None:
+        """The policy's manual conflict waiting in the DQ queue (decision id and night), if it has one."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text(
+                "SELECT id AS decision, night FROM sync.decisions WHERE policy_id = :p AND action = 'queue' "
+                "AND applied_at IS NOT NULL AND resolved_at IS NULL AND undone_at IS NULL ORDER BY id DESC LIMIT 1"),
+                {"p": policy_id}).mappings().one_or_none()
+        return dict(row) if row else None
+
     def resolve(self, policy_id: str, keep: str, *, actor: str, reason: str) -> dict:
         """Settle a queued manual conflict by hand, through the WAL (`resolve_conflict`): keep `legacy`'s version or
         the `new_platform`'s. The choice is recorded on the decision, the queue entry released, and the next night

@@ -11,6 +11,7 @@ import yaml
 from psycopg import sql
 from sqlalchemy import Engine, text
 
+from legacy.errors import DataMashError, UsageError
 from resources.book_store import BookStore, in_book
 from resources.coexistence_store import CoexistenceStore
 from resources.database import psycopg_cursor
@@ -25,8 +26,16 @@ LOAD_FAILED = "load failed"
 RECONCILIATION_FAILED = "reconciliation failed"
 
 
-class WaveError(ValueError):
+class WaveError(DataMashError, ValueError):
     """A wave operation that cannot be done (unknown wave, wrong status); the message says what to do."""
+
+
+class UnknownWaveError(WaveError, UsageError):
+    """No wave by that id (exit 2 at the CLI: bad usage, nothing done)."""
+
+    def __init__(self, wave_id: str) -> None:
+        self.wave_id = wave_id
+        super().__init__(f"no wave {wave_id!r}: see `data-mash wave list`")
 
 
 class WaveStore:
@@ -118,7 +127,7 @@ class WaveStore:
         with self.engine.connect() as conn:
             row = conn.execute(text("SELECT * FROM waves.waves WHERE wave_id = :w"), {"w": wave_id}).mappings().one_or_none()
             if row is None:
-                raise WaveError(f"no wave {wave_id!r}: see `data-mash wave list`")
+                raise UnknownWaveError(wave_id)
             count = conn.execute(text("SELECT count(*) FROM waves.candidates WHERE wave_id = :w"), {"w": wave_id}).scalar_one()
         return {**dict(row), "candidates": count}
 
@@ -147,7 +156,7 @@ class WaveStore:
         with self.engine.begin() as conn:
             row = conn.execute(text("SELECT status FROM waves.waves WHERE wave_id = :w FOR UPDATE"), {"w": wave_id}).one_or_none()
             if row is None:
-                raise WaveError(f"no wave {wave_id!r}: see `data-mash wave list`")
+                raise UnknownWaveError(wave_id)
             if row[0] not in allowed_from:
                 raise WaveError(f"wave {wave_id} is {row[0]}; it must be {' or '.join(allowed_from)} to become {status}")
             conn.execute(text(
@@ -184,7 +193,7 @@ class WaveStore:
             row = conn.execute(text("SELECT status, gates FROM waves.waves WHERE wave_id = :w FOR UPDATE"),
                                {"w": wave_id}).one_or_none()
             if row is None:
-                raise WaveError(f"no wave {wave_id!r}: see `data-mash wave list`")
+                raise UnknownWaveError(wave_id)
             if row[0] in ("running", "completed"):
                 raise WaveError(f"wave {wave_id} is {row[0]}; its gates can change only before it runs")
             conn.execute(text("UPDATE waves.waves SET gates = CAST(:g AS jsonb), updated_at = now() WHERE wave_id = :w"),
@@ -253,6 +262,18 @@ class WaveStore:
             selected = cur.rowcount
             cur.execute("ANALYZE waves.candidates")
             return selected
+
+    def policy_in_wave(self, wave_id: str, policy_id: str) -> str | None:
+        """Whether a policy is part of a wave: `candidate` (selected, so a rollback can undo it), `rolled_back` (a
+        rollback of this policy from this wave ran before: running it again changes nothing), or None."""
+        with self.engine.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM waves.candidates WHERE wave_id = :w AND policy_id = :p"),
+                            {"w": wave_id, "p": policy_id}).first():
+                return "candidate"
+            if conn.execute(text("SELECT 1 FROM wal.intents WHERE namespace = 'compensation' AND wave = :w "
+                                 "AND payload->>'policy' = :p LIMIT 1"), {"w": wave_id, "p": policy_id}).first():
+                return "rolled_back"
+        return None
 
     def candidate_sources(self, wave_id: str) -> list[str]:
         with self.engine.connect() as conn:

@@ -48,11 +48,11 @@ from typing import Annotated, Any, Literal, Union
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictInt, StrictStr, Tag,
                       ValidationError, field_validator)
 
 from canonical.tables import POLICIES
+from legacy.errors import InputError, YamlDocument, load_yaml
 
 __all__ = [
     "TARGETS", "OPERATORS", "ROUTING_FIELDS", "RuleSetError", "Predicate", "AllOf", "AnyOf", "NotOf",
@@ -97,12 +97,20 @@ ROUTING_FIELDS: dict[str, RoutingField] = {
 }
 
 
-class RuleSetError(ValueError):
-    """A rule set file that cannot be used; ``problems`` lists each ``FILE: rule 'X': problem``."""
+class RuleSetError(InputError):
+    """A rule set file that cannot be used; ``problems`` lists each ``FILE line N: rule 'X': problem`` (the line
+    when the rules were read from a file); ``file``, ``line`` and ``field`` are the first problem's."""
 
-    def __init__(self, problems: list[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
+    def __init__(self, problems: list[str] | str, *, file: str | None = None, line: int | None = None,
+                 column: int | None = None, field: str | None = None, expected: str | None = None,
+                 hint: str | None = None):
+        if isinstance(problems, str):  # one problem, said as every InputError is (`load_yaml` raises these)
+            super().__init__(problems, file=file, line=line, column=column, field=field, expected=expected, hint=hint)
+            self.problems = [str(self)]
+        else:  # several, each naming its file and line already
+            super().__init__("\n".join(problems))
+            self.problems = list(problems)
+            self.file, self.line, self.field = file, line, field
 
 
 # --------------------------------------------------------------------------- the model (shape)
@@ -506,60 +514,84 @@ def _loc_rule(raw: Any, loc: tuple) -> tuple[str | None, tuple]:
     return None, loc
 
 
-def _pydantic_problems(source: str, raw: Any, err: ValidationError) -> list[str]:
-    out = []
+class _Problems:
+    """The problems found in a rule set, each ``FILE line N: rule 'X': problem`` (the line when the rules came
+    from a file), raised together as one :class:`RuleSetError`."""
+
+    def __init__(self, source: str, document: YamlDocument | None):
+        self.source, self.document = source, document
+        self.found: list[tuple[str, int | None, str | None]] = []
+
+    def add(self, problem: str, *loc: str | int, rule: str | None = None) -> None:
+        line = self.document.line(*loc) if self.document else None
+        where = f"{self.source} line {line}" if line else self.source
+        self.found.append((f"{where}: " + (f"rule {rule!r}: " if rule else "") + problem, line, rule))
+
+    def raise_any(self) -> None:
+        if self.found:
+            _, line, rule = self.found[0]
+            raise RuleSetError([p for p, _, _ in self.found], file=self.source, line=line,
+                               field=f"rule {rule!r}" if rule else None)
+
+
+def _pydantic_problems(problems: _Problems, raw: Any, err: ValidationError) -> None:
     for e in err.errors():
-        rule, rest = _loc_rule(raw, tuple(e["loc"]))
+        loc = tuple(e["loc"])
+        rule, rest = _loc_rule(raw, loc)
         path = ".".join(str(p) for p in rest if not (isinstance(p, str) and p.startswith("<")))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        where = f"rule {rule!r}: " if rule else ""
-        out.append(f"{source}: {where}{path + ': ' if path else ''}{msg}")
-    return out
+        problems.add(f"{path + ': ' if path else ''}{msg}",
+                     *(p for p in loc if not (isinstance(p, str) and p.startswith("<"))), rule=rule)
 
 
-def parse_rule_set(data: Any, source: str = "<rules>") -> RuleSet:
-    """Validate a rule set already read from YAML/JSON; raises :class:`RuleSetError`."""
+def parse_rule_set(data: Any, source: str = "<rules>", *, document: YamlDocument | None = None) -> RuleSet:
+    """Validate a rule set already read from YAML/JSON; raises :class:`RuleSetError`. `document` (from
+    `load_yaml`) lets each problem name its line."""
+    problems = _Problems(source, document)
     if not isinstance(data, dict):
-        raise RuleSetError(f"{source}: a rule set is a mapping with rule_set, version and rules")
+        problems.add("a rule set is a mapping with rule_set, version and rules")
+        problems.raise_any()
+    spec = None
     try:
         spec = _RuleSetFile.model_validate(data)
     except ValidationError as e:
-        raise RuleSetError(_pydantic_problems(source, data, e)) from None
+        _pydantic_problems(problems, data, e)
+    if spec is None:
+        problems.raise_any()
 
-    problems: list[str] = []
     rules = sorted(spec.rules, key=lambda r: r.priority)
+    index = {id(r): i for i, r in enumerate(spec.rules)}  # where each rule is in the file
     compiled: dict[str, Any] = {}
     seen_names: dict[str, Rule] = {}
     seen_priority: dict[int, Rule] = {}
-    for r in spec.rules:  # file order, so "used twice" points at the later one
+    for i, r in enumerate(spec.rules):  # file order, so "used twice" points at the later one
         if r.name in seen_names:
-            problems.append(f"{source}: rule {r.name!r}: duplicate rule name (priorities "
-                            f"{seen_names[r.name].priority} and {r.priority})")
+            problems.add(f"duplicate rule name (priorities {seen_names[r.name].priority} and {r.priority})",
+                         "rules", i, "name", rule=r.name)
         else:
             seen_names[r.name] = r
         if r.priority in seen_priority:
-            problems.append(f"{source}: rule {r.name!r}: duplicate priority {r.priority} "
-                            f"(also rule {seen_priority[r.priority].name!r})")
+            problems.add(f"duplicate priority {r.priority} (also rule {seen_priority[r.priority].name!r})",
+                         "rules", i, "priority", rule=r.name)
         else:
             seen_priority[r.priority] = r
         try:
             compiled[id(r)] = _compile(r.condition)
         except ValueError as e:
-            problems.append(f"{source}: rule {r.name!r}: {e}")
+            problems.add(str(e), "rules", i, "condition", rule=r.name)
 
     defaults = [r for r in rules if r.is_default]
     if not defaults:
-        problems.append(f"{source}: no default route: add one rule with `condition: true` and the highest "
-                        f"priority number")
+        problems.add("no default route: add one rule with `condition: true` and the highest priority number", "rules")
     elif len(defaults) > 1:
-        problems.append(f"{source}: rule {defaults[1].name!r}: more than one default route "
-                        f"(`condition: true`): {', '.join(repr(d.name) for d in defaults)}")
+        problems.add(f"more than one default route (`condition: true`): {', '.join(repr(d.name) for d in defaults)}",
+                     "rules", index[id(defaults[1])], rule=defaults[1].name)
     if defaults and defaults[0] is not rules[-1] and defaults[0].priority != rules[-1].priority:
-        problems.append(f"{source}: rule {defaults[0].name!r}: the default route must have the highest "
-                        f"priority number ({defaults[0].priority} < {rules[-1].priority} of rule "
-                        f"{rules[-1].name!r})")
+        problems.add(f"the default route must have the highest priority number ({defaults[0].priority} < "
+                     f"{rules[-1].priority} of rule {rules[-1].name!r})", "rules", index[id(defaults[0])], "priority",
+                     rule=defaults[0].name)
 
     for i, later in enumerate(rules):
         if id(later) not in compiled:
@@ -568,12 +600,11 @@ def parse_rule_set(data: Any, source: str = "<rules>") -> RuleSet:
             if id(earlier) not in compiled or earlier.priority == later.priority:
                 continue
             if _implies(compiled[id(later)], compiled[id(earlier)]):
-                problems.append(f"{source}: rule {later.name!r}: rule {later.name} is shadowed by rule "
-                                f"{earlier.name} (priority {earlier.priority}): it can never match")
+                problems.add(f"rule {later.name} is shadowed by rule {earlier.name} (priority {earlier.priority}): "
+                             "it can never match", "rules", index[id(later)], "condition", rule=later.name)
                 break
 
-    if problems:
-        raise RuleSetError(problems)
+    problems.raise_any()
     canonical = json.dumps([r.canonical() for r in rules], sort_keys=True, separators=(",", ":"),
                            ensure_ascii=False, default=str)
     return RuleSet(
@@ -584,13 +615,11 @@ def parse_rule_set(data: Any, source: str = "<rules>") -> RuleSet:
 
 
 def load_rule_set(path: str | Path) -> RuleSet:
-    """Read and validate a rule set file (``yaml.safe_load``); raises :class:`RuleSetError`."""
+    """Read and validate a rule set file (YAML, read safely: `legacy.errors.load_yaml`); raises
+    :class:`RuleSetError` naming the file, the line and the rule."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise RuleSetError(f"{path}: not valid YAML: {e}") from None
-    return parse_rule_set(data, source=str(path))
+    document = load_yaml(path, error=RuleSetError)
+    return parse_rule_set(document.data, source=str(path), document=document)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -27,8 +27,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from legacy.errors import InputError, load_yaml
 
 RULES = ("system_of_record", "latest", "manual")
 ACTIONS = ("to_platform", "to_legacy", "accept_platform", "keep_platform", "queue")
@@ -39,8 +40,8 @@ NEW_PLATFORM = "new_platform"
 Rule = Literal["system_of_record", "latest", "manual"]
 
 
-class SyncRulesError(ValueError):
-    """A sync settings file that cannot be used; the message names the file and the field."""
+class SyncRulesError(InputError):
+    """A sync settings file that cannot be used; the message names the file, the line and the field."""
 
 
 class Schedule(BaseModel):
@@ -90,20 +91,13 @@ class SyncRules(BaseModel):
 def load_sync_rules(path: Path | None = None) -> SyncRules:
     """The sync settings: `path`, else `$DATA_MASH_SYNC_RULES`, else the shipped `routing/rules/sync.yaml`."""
     path = Path(path or os.environ.get(SYNC_RULES_ENV) or DEFAULT_SYNC_RULES)
+    document = load_yaml(path, error=SyncRulesError)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SyncRulesError(f"{path}: cannot read: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SyncRulesError(f"{path}{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
-    try:
-        return SyncRules.model_validate(raw or {})
+        return SyncRules.model_validate(document.data or {})
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise SyncRulesError(f"{path}: {field}: {first['msg']}") from None
+        raise SyncRulesError(first["msg"].removeprefix("Value error, "), file=path, line=document.line(*first["loc"]),
+                             field=".".join(str(p) for p in first["loc"]) or None) from None
 
 
 @dataclass

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dagster_project.cli.common import app, console, dumps_exact, fail, out
+from dagster_project.cli.common import app, console, dumps_exact, fail, out, staged_drop_or_fail, writable_folder, writable_output
 from dagster_project.cli.mappings import print_canonical
 
 DROP_NOT_TAKEN = {
@@ -41,6 +41,7 @@ def generate_sample_cmd(
         _write_delta_drop(delta_of, out_dir or Path(f"{delta_of}-day{day}"), day, seed)
         return
     out_dir = out_dir or Path("sample-book")
+    writable_folder(out_dir, "--out")
     summary = generate_book(out_dir, policies, seed, defect_rate)
     print_sample_summary(summary, out_dir)
 
@@ -94,37 +95,49 @@ def print_sample_summary(summary, out_dir: Path) -> None:
 
 @app.command()
 def decode(
-    copybook: Path = typer.Option(..., "--copybook", exists=True, dir_okay=False, help="COBOL copybook (.cpy)."),
-    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False, help="The mainframe data file."),
-    encoding: str = typer.Option("cp037", "--encoding", help="cp037, cp500, cp1140, cp273, ascii, latin-1 ..."),
-    record_format: str = typer.Option("auto", "--record-format", help="F (fixed), V (RDW), or auto: V if the copybook has OCCURS DEPENDING ON."),
+    copybook: Optional[Path] = typer.Option(None, "--copybook", exists=True, dir_okay=False,
+                                            help="COBOL copybook (.cpy) of a mainframe file."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False,
+                              help="The legacy file: fixed-width records, or a CSV export with --source."),
+    source: Optional[str] = typer.Option(None, "--source", help="Instead of --copybook: a source (see `data-mash "
+                                         "sources`) whose configuration says how to read the file (CSV or copybook)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="With --source: the file kind (default: the kind whose "
+                                       "file pattern the file's name matches)."),
+    encoding: Optional[str] = typer.Option(None, "--encoding", help="With --copybook: cp037 (default), cp500, "
+                                           "cp1140, cp273, ascii, latin-1 ..."),
+    record_format: str = typer.Option("auto", "--record-format", help="With --copybook: F (fixed), V (RDW), or auto: "
+                                      "V if the copybook has OCCURS DEPENDING ON."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after this many records."),
 ) -> None:
-    """Print one JSON object per record of a mainframe file; bad records go to stderr with field and reason."""
-    from legacy.copybook import (
-        CopybookError,
-        decode_file,
-        parse_copybook,
-        to_json_records,
-    )
+    """Print one JSON object per record of a legacy file, without a database or a Dagster run; bad records go to
+    stderr with record, field and reason (exit 1 if any). A file that cannot be read at all exits 2."""
+    from legacy.copybook import parse_copybook
 
-    try:
-        layout = parse_copybook(copybook.read_text(encoding="latin-1"), source=copybook.name)
-    except CopybookError as error:
-        fail(str(error))
-    fmt = record_format.upper()
-    if fmt == "AUTO":
-        fmt = "V" if layout.is_variable else "F"
-    if fmt not in ("F", "V"):
-        fail(f"--record-format must be F, V or auto, not {record_format!r}")
+    if (copybook is None) == (source is None):
+        fail("name how to read --data: --copybook FILE (a mainframe file) or --source NAME (a configured source)")
+    if copybook is not None:
+        try:
+            text = copybook.read_text(encoding="latin-1")
+        except OSError as error:
+            fail(f"{copybook}: cannot read: {error.strerror or error}")
+        layout = parse_copybook(text, source=str(copybook))  # a CopybookError names file, line and column
+        fmt = record_format.upper()
+        if fmt == "AUTO":
+            fmt = "V" if layout.is_variable else "F"
+        if fmt not in ("F", "V"):
+            fail(f"--record-format must be F, V or auto, not {record_format!r}")
+        blocks, as_json = _decode_copybook_file(data, layout, fmt, encoding or "cp037")
+    else:
+        if encoding is not None or record_format != "auto":
+            fail("--encoding and --record-format go with --copybook; with --source its configuration says them")
+        blocks, as_json = _decode_source_file(data, source, kind)
     printed = bad = 0
-    for result in decode_file(data, layout, record_format=fmt, encoding=encoding, block_records=10_000):
+    for result in blocks:
         for row in result.quarantine.select(["record_no", "field", "reason", "detail"]).to_pylist():
             bad += 1
-            console.print(f"{data.name} record {row['record_no']}: field {row['field'] or '-'}: {row['reason']}: {row['detail']}",
-                          highlight=False)
-        records = to_json_records(layout, result.table)
-        for record in records:
+            console.print(f"{data.name} record {row['record_no']}: field {row['field'] or '-'}: {row['reason']}: "
+                          f"{row['detail']}", highlight=False, markup=False, soft_wrap=True)
+        for record in as_json(result.table):
             if limit is not None and printed >= limit:
                 break
             sys.stdout.write(dumps_exact(record) + "\n")
@@ -134,6 +147,48 @@ def decode(
     console.print(f"{printed:,} records printed, {bad:,} quarantined", highlight=False)
     if bad:
         raise typer.Exit(1)
+
+
+def _readable(data: Path) -> None:
+    try:
+        with data.open("rb"):
+            pass
+    except OSError as error:
+        fail(f"{data}: cannot read: {error.strerror or error}")
+
+
+def _decode_copybook_file(data: Path, layout, record_format: str, encoding: str):
+    from legacy.copybook import decode_file, to_json_records
+
+    _readable(data)
+    blocks = decode_file(data, layout, record_format=record_format, encoding=encoding, block_records=10_000)
+    return blocks, lambda table: to_json_records(layout, table)
+
+
+def _decode_source_file(data: Path, source_name: str, kind: Optional[str]):
+    """A file of a configured source, read as intake reads it (a CSV header that does not match exits 2)."""
+    import fnmatch
+
+    from legacy.copybook import to_json_records
+    from legacy.sources import load_copybook, load_source, read_source_file
+
+    source = load_source(source_name)
+    kinds = {spec.kind: spec for spec in source.files}
+    if kind is None:
+        matching = [spec.kind for spec in source.files if fnmatch.fnmatchcase(data.name, spec.pattern)]
+        if not matching:
+            fail(f"{data}: matches no file pattern of {source.name} (" + ", ".join(
+                f"{spec.kind}: {spec.pattern}" for spec in source.files) + "); name its kind with --kind")
+        kind = matching[0]
+    if kind not in kinds:
+        fail(f"--kind {kind!r}: {source.name} has no such file kind; it has {', '.join(kinds)}")
+    spec = kinds[kind]
+    _readable(data)
+    blocks = read_source_file(source, spec, data, drop_dir=data.parent, block_records=10_000)
+    if source.format == "csv":
+        return blocks, lambda table: ({k: v for k, v in row.items() if k != "record_no"} for row in table.to_pylist())
+    layout = load_copybook(source, spec, data.parent, data)
+    return blocks, lambda table: to_json_records(layout, table)
 
 
 @app.command()
@@ -215,12 +270,12 @@ def profile(
     from resources.intake_store import IntakeStore
     from resources.profiling import profile_staged_drop
 
+    config = load_source(source)  # an unknown source, drop or an output that cannot be written: exit 2, first
+    writable_output(output)
     resources = resources_for_environment(resolved=True)
     store = IntakeStore(resources["database"].engine())
-    try:
-        profiles = profile_staged_drop(store, load_source(source), drop)
-    except LookupError as error:
-        fail(str(error), 1)
+    staged_drop_or_fail(store.engine, config.name, drop)
+    profiles = profile_staged_drop(store, config, drop)
     output.write_text(json.dumps({"source": source, "drop": drop, "files": [p.model_dump() for p in profiles]},
                                  indent=2, default=str))
     for p in profiles:

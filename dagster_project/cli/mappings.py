@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from dagster_project.cli.common import app, console, fail, out
+from dagster_project.cli.common import app, console, fail, out, staged_drop_or_fail, writable_output
 
 
 def _source_columns(source_name: str, drop_dir: Path | None = None) -> dict[str, set[str]]:
@@ -18,16 +18,23 @@ def _source_columns(source_name: str, drop_dir: Path | None = None) -> dict[str,
     return {spec.kind: {n for n, _ in output_columns(source, spec, drop_dir)} for spec in source.files}
 
 
-def _load_mapping_or_fail(path: Path, drop_dir: Path | None = None):
-    import yaml
+def load_checked_mapping(path: Path, drop_dir: Path | None = None):
+    """A mapping file validated against the model and its source's columns, and those columns; a file that cannot
+    be used raises `MappingError` (exit 2) naming file, line and field. `validate-mapping`, `mapping-impact` and
+    `reprocess` read mappings this one way, so they agree on what is valid."""
+    from canonical.mapping import MappingError, parse_mapping
+    from legacy.errors import load_yaml
+    from legacy.sources import SourceConfigError
 
-    from canonical.mapping import MappingError, load_mapping
-
-    try:
-        source_name = (yaml.safe_load(path.read_text()) or {}).get("source")
-        return load_mapping(path, _source_columns(source_name, drop_dir) if source_name else None)
-    except (MappingError, KeyError, FileNotFoundError) as error:
-        fail(str(error), 1)
+    document = load_yaml(path, error=MappingError)
+    source = document.data.get("source") if isinstance(document.data, dict) else None
+    columns = None
+    if isinstance(source, str):  # otherwise the model's validation names the field
+        try:
+            columns = _source_columns(source, drop_dir)
+        except SourceConfigError as error:
+            raise MappingError(str(error), file=path, line=document.line("source"), field="source") from None
+    return parse_mapping(document.data, path, columns, document=document), columns
 
 
 @app.command("suggest-mapping")
@@ -43,10 +50,8 @@ def suggest_mapping_cmd(
     from dagster_project.environment import resources_for_environment
     from legacy.sources import load_source
 
-    try:
-        config = load_source(source)
-    except (ValueError, FileNotFoundError) as error:
-        fail(str(error))
+    config = load_source(source)
+    output = writable_output(output or Path(f"{config.name}.draft.yaml"))
     if drop is None:
         landing = resources_for_environment(resolved=True)["landing"]
         drops = landing.ready_drops(config.name)
@@ -55,7 +60,6 @@ def suggest_mapping_cmd(
         drop = max(drops, key=lambda d: d.path.stat().st_mtime).path
     with console.status(f"Sampling {rows:,} records per file of {drop}…"):
         suggestion = suggest_mapping(config, sample_source_files(config, drop, rows=rows))
-    output = output or Path(f"{config.name}.draft.yaml")
     output.write_text(suggestion.to_yaml())
     table = Table(title=f"Draft mapping for {config.name} (from {drop.name})")
     for col in ("canonical table", "from", "fields", "mean confidence", "to review"):
@@ -78,8 +82,7 @@ def validate_mapping(file: Path = typer.Argument(..., exists=True, dir_okay=Fals
 
     from canonical.tables import V1_TABLES
 
-    mapping = _load_mapping_or_fail(file)
-    columns = _source_columns(mapping.spec.source)
+    mapping, columns = load_checked_mapping(file)
     table = Table(title=f"Mapping {mapping.name} {mapping.version} ({mapping.spec.source}), hash {mapping.hash[:12]}")
     for col in ("canonical table", "from", "required mapped", "required missing", "low confidence (< 0.8)",
                 "source columns not used"):
@@ -120,11 +123,13 @@ def mapping_impact(
     from legacy.sources import load_source, output_columns
     from resources.canonical_store import CanonicalStore
 
-    a, b = _load_mapping_or_fail(old), _load_mapping_or_fail(new)
+    (a, _), (b, _) = load_checked_mapping(old), load_checked_mapping(new)
     if a.spec.source != b.spec.source:
         fail(f"{old} maps {a.spec.source} but {new} maps {b.spec.source}")
     source = load_source(a.spec.source)
-    store = CanonicalStore(resources_for_environment(resolved=True)["database"].engine())
+    engine = resources_for_environment(resolved=True)["database"].engine()
+    staged_drop_or_fail(engine, source.name, drop)
+    store = CanonicalStore(engine)
     impacts = []
     for name in sorted(set(a.spec.tables) & set(b.spec.tables)):
         kind = b.spec.tables[name].from_
@@ -154,8 +159,12 @@ def map_to_canonical(
     drop: str = typer.Option(..., "--drop", help="A staged drop (partition) to map again."),
 ) -> None:
     """Map a staged drop to the canonical model again (e.g. after a mapping change), through Dagster."""
+    from dagster_project.environment import resources_for_environment
     from dagster_project.runner import remap
+    from legacy.sources import load_source
 
+    source = load_source(source).name  # an unknown source or drop is refused before a run is submitted
+    staged_drop_or_fail(resources_for_environment(resolved=True)["database"].engine(), source, drop)
     with console.status(f"Mapping {source} drop {drop} through Dagster…"):
         outcome = remap(source, drop)
     print_canonical([outcome])

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from dagster_project.cli.common import app, console, fail, out
+from dagster_project.cli.common import app, console, dumps_exact, fail, out
 from dagster_project.cli.waves import open_waves
 
 
@@ -21,6 +21,10 @@ def route(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would move, from which target to which."),
 ) -> None:
     """Route the current canonical book (or, with --dry-run, show what a rule set would change: nothing is written)."""
+    from routing.rules import load_rule_set
+
+    if rules is not None:
+        load_rule_set(rules)  # a rule file that does not validate is refused (exit 2) before any run
     if dry_run:
         _route_what_if(rules)
         return
@@ -55,12 +59,9 @@ def _route_what_if(rules: Optional[Path]) -> None:
     from assets.routing import default_rules_path
     from dagster_project.environment import resources_for_environment
     from resources.coexistence_store import CoexistenceStore
-    from routing.rules import RuleSetError, compare, evaluate, load_rule_set
+    from routing.rules import compare, evaluate, load_rule_set
 
-    try:
-        candidate = load_rule_set(rules or default_rules_path())
-    except RuleSetError as error:
-        fail(str(error), 1)
+    candidate = load_rule_set(rules or default_rules_path())
     store = CoexistenceStore(resources_for_environment(resolved=True)["database"].engine())
     current = store.current_decisions()
     if not current.num_rows:
@@ -75,6 +76,24 @@ def _route_what_if(rules: Optional[Path]) -> None:
     for row in rows:
         table.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()])
     out.print(table)
+
+
+@app.command("validate-rules")
+def validate_rules(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A routing rule set YAML.")) -> None:
+    """Check a routing rule set without a database: shape, fields, codes and types, one default route, no rule
+    shadowed by an earlier one. Exit 2 naming the file, line and rule of each problem."""
+    from routing.rules import load_rule_set
+
+    rule_set = load_rule_set(file)
+    table = Table(title=f"Rule set {rule_set.name} {rule_set.version} ({file}), hash {rule_set.hash[:12]}: valid")
+    for col in ("priority", "rule", "target", "condition"):
+        table.add_column(col, justify="right" if col == "priority" else "left")
+    for rule in rule_set.rules:
+        condition = "true (default route)" if rule.is_default else dumps_exact(
+            rule.model_dump(mode="json", by_alias=True)["condition"])
+        table.add_row(str(rule.priority), rule.name, rule.target, condition)
+    out.print(table)
+    out.print(f"fields read: {', '.join(sorted(rule_set.fields)) or '-'}", highlight=False)
 
 
 def open_coexistence():
@@ -92,7 +111,7 @@ def where(policy: str = typer.Argument(..., help="Policy id.")) -> None:
     found = store.where(policy)
     elapsed = (time.perf_counter() - started) * 1000
     if found is None:
-        fail(f"policy {policy} is not in the coexistence registry", 1)
+        fail(f"policy {policy} is not in the coexistence registry")
     table = Table(title=f"Policy {policy}", show_header=False)
     for key in ("system_of_record", "planned_target", "wave", "routing_rule", "rule_set_version", "pinned", "since",
                 "updated_at", "source_system", "wal_id"):
@@ -112,7 +131,7 @@ def history(policy: str = typer.Argument(..., help="Policy id.")) -> None:
     """Every change of a policy's system of record or planned target: when, what, who, why, WAL entry."""
     changes = open_coexistence().history(policy)
     if not changes:
-        fail(f"policy {policy} has no coexistence history", 1)
+        fail(f"policy {policy} has no coexistence history")
     table = Table(title=f"History of policy {policy}")
     for col in ("at", "change", "system", "target", "rule", "rules", "why", "who", "WAL"):
         table.add_column(col)
@@ -144,7 +163,7 @@ def changes(
     out.print(table)
     if drop:
         if drop not in {d["drop_key"] for d in drops}:
-            fail(f"drop {drop!r} is not in the book: one of {', '.join(d['drop_key'] for d in drops)}", 1)
+            fail(f"drop {drop!r} is not in the book: one of {', '.join(d['drop_key'] for d in drops)}")
         owners = Table(title=f"{drop}: changes by the policy's system of record now")
         for col in ("change", "system of record", "policies"):
             owners.add_column(col, justify="right" if col == "policies" else "left")
@@ -167,6 +186,12 @@ def override(
     actor: str = typer.Option(os.environ.get("USER", "operator"), "--actor", help="Who decides (default: $USER)."),
 ) -> None:
     """Pin a policy to a target by hand, through the WAL; routing then records conflicts instead of moving it."""
+    from routing.rules import TARGETS
+
+    if to not in TARGETS:  # refused before a WAL intent is written
+        fail(f"--to {to!r}: not a target; one of {', '.join(TARGETS)}")
+    if open_coexistence().where(policy, last=0) is None:
+        fail(f"policy {policy} is not in the coexistence registry (route the book first; `data-mash where {policy}`)")
     try:
         change = open_coexistence().override(policy, to, reason, actor)
     except (LookupError, ValueError) as error:

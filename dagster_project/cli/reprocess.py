@@ -75,21 +75,11 @@ def _since(value: str) -> datetime:
 
 
 def _load_mapping(path: Path):
-    """The mapping, validated against its source's columns (like `validate-mapping`); exit 2 naming the problem."""
-    import yaml
+    """The mapping, validated against its source's columns exactly as `validate-mapping` does; a file that cannot be
+    used is a `MappingError` (exit 2) naming file, line and field."""
+    from dagster_project.cli.mappings import load_checked_mapping
 
-    from canonical.mapping import MappingError, load_mapping
-    from legacy.sources import load_source, output_columns
-
-    try:
-        name = (yaml.safe_load(path.read_text()) or {}).get("source")
-        columns = None
-        if name:
-            config = load_source(name)
-            columns = {spec.kind: {n for n, _ in output_columns(config, spec)} for spec in config.files}
-        return load_mapping(path, columns)
-    except (MappingError, yaml.YAMLError, KeyError, ValueError, FileNotFoundError, AttributeError) as error:
-        fail(f"{path}: {error}" if str(path) not in str(error) else str(error))
+    return load_checked_mapping(path)[0]
 
 
 def _print_plan(plan) -> None:

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from dagster_project.cli.common import app, console, fail, out
+from dagster_project.cli.common import app, console, fail, fault_option, out
 
 
 @app.command("simulate-activity")
@@ -63,14 +63,10 @@ def _night_or_fail(night: Optional[str]):
 def open_sync():
     from dagster_project.environment import resources_for_environment
     from resources.sync_store import SyncStore
-    from routing.sync import SyncRulesError, load_sync_rules
+    from routing.sync import load_sync_rules
 
-    targets = resources_for_environment(resolved=True)["targets"].store()
-    try:
-        rules = load_sync_rules()
-    except SyncRulesError as error:
-        fail(str(error))
-    return SyncStore(targets, rules)
+    rules = load_sync_rules()  # a bad settings file is a SyncRulesError: exit 2 naming file, line and field
+    return SyncStore(resources_for_environment(resolved=True)["targets"].store(), rules)
 
 
 @sync_app.command("run")
@@ -83,12 +79,14 @@ def sync_run(
     """Run one night of sync now, through Dagster (`nightly_sync_job`): apply new drops to the book, find both
     sides' changes, decide each (conflict rules per line), write each through the WAL, prove and report. A failed
     night is rolled back at once. What `nightly_sync_schedule` runs every night."""
+    from assets.sync import SYNC_KEYS
     from dagster_project.runner import sync_night
 
+    fault = fault_option(fault, SYNC_KEYS)
     day = _night_or_fail(night)
+    store = open_sync()  # the sync settings are read (and a bad file refused) before a run is submitted
     with console.status(f"Syncing the night of {day} through Dagster…"):
         run = sync_night(day, fault=fault)
-    store = open_sync()
     record = store.night(day) or {}
     out.print(f"sync {day}: run {run.run_id} " + ("[green]succeeded[/]" if run.success else f"[red]FAILED[/]: {run.error}"),
               highlight=False)
@@ -165,7 +163,7 @@ def sync_report_cmd(night: Optional[str] = typer.Option(None, "--night", help="Y
         fail("no night of sync yet: run one with `data-mash sync run`", 1)
     record = store.night(_night_or_fail(night)) if night else nights[-1]
     if not record:
-        fail(f"no sync on the night of {night} (see `data-mash sync list`)", 1)
+        fail(f"no sync on the night of {night} (see `data-mash sync list`)")
     out.print(f"status: {record['status']}" + (f" ({record['status_reason']})" if record["status_reason"] else ""),
               highlight=False)
     if record["report"]:
@@ -213,8 +211,11 @@ def sync_resolve(
     next night of sync carries the choice out (run `data-mash sync run` to do it now)."""
     if keep not in ("legacy", "new_platform"):
         fail(f"--keep: {keep!r} is neither legacy nor new_platform")
+    store = open_sync()
+    if store.waiting_conflict(policy) is None:  # refused before a WAL intent is written
+        fail(f"policy {policy} has no manual conflict waiting in the DQ queue (see `data-mash sync conflicts`)")
     try:
-        done = open_sync().resolve(policy, keep, actor=by, reason=reason)
+        done = store.resolve(policy, keep, actor=by, reason=reason)
     except (LookupError, ValueError) as error:
         fail(str(error), 1)
     out.print(f"policy {policy}: conflict of the night of {done['night']} (decision {done['decision']}) settled: keep "
@@ -234,7 +235,7 @@ def sync_rollback(
     day = _night_or_fail(night)
     store = open_sync()
     if not store.night(day):
-        fail(f"no sync on the night of {day} (see `data-mash sync list`)", 1)
+        fail(f"no sync on the night of {day} (see `data-mash sync list`)")
     with console.status(f"Rolling back the night of {day}…"):
         run = rollback_sync(day, reason=reason)
     record = store.night(day)

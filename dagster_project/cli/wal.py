@@ -122,7 +122,7 @@ def wal_show(intent_id: int = typer.Argument(..., help="WAL intent id (the wal_e
     store = open_wal()
     intent = store.get(intent_id)
     if intent is None:
-        fail(f"no WAL intent {intent_id}", 1)
+        fail(f"no WAL intent {intent_id}")
     table = Table(title=f"WAL intent {intent_id}", show_header=False)
     for key in ("namespace", "operation", "target", "idempotency_key", "status", "attempts", "error", "asset_key",
                 "partition_key", "run_id", "wave", "max_retries", "retry_delay_seconds", "backoff", "ttl_seconds",
@@ -150,7 +150,7 @@ def audit_trail(policy: str = typer.Argument(..., help="Policy id, e.g. L1000000
     store = resources["wal"].store()
     trail = store.audit_trail(policy, audit_key_columns(IntakeStore(resources["database"].engine())))
     if not trail:
-        fail(f"no row of policy {policy} was written through the WAL", 1)
+        fail(f"no row of policy {policy} was written through the WAL")
     table = Table(title=f"Audit trail of policy {policy}")
     for col in ("seq", "at", "event", "status", "intent", "operation", "target", "partition", "run"):
         table.add_column(col)

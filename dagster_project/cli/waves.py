@@ -11,7 +11,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from dagster_project.cli.common import app, console, dumps_exact, fail, out, when_option
+from dagster_project.cli.common import (app, console, dumps_exact, fail, fault_option, out, when_option,
+                                        writable_output)
 
 wave_app = typer.Typer(help="Waves: list, show, approve, execute, reconcile, report, rollback, status.",
                        no_args_is_help=True)
@@ -40,9 +41,11 @@ def generate_plan(
 
     from resources.wave_store import WaveError
 
-    store = open_waves()
     first = when_option(start, "--start") if start else (datetime.now(timezone.utc) + timedelta(days=1)).replace(
         hour=2, minute=0, second=0, microsecond=0)
+    if output:
+        writable_output(output)  # before the plan is saved: a plan whose file cannot be written is not saved
+    store = open_waves()
     try:
         plan_id, ids = store.plan(name, os.environ.get("USER", "operator"), start=first, size_cap=size_cap,
                                   cadence_days=cadence_days)
@@ -55,12 +58,8 @@ def generate_plan(
 
 
 def _wave_or_fail(wave_id: str) -> dict:
-    from resources.wave_store import WaveError
-
-    try:
-        return open_waves().wave(wave_id)
-    except WaveError as error:
-        fail(str(error), 1)
+    """The wave; an unknown id is refused (`UnknownWaveError`, exit 2) before anything else is done."""
+    return open_waves().wave(wave_id)
 
 
 def print_waves(waves, title: str) -> None:
@@ -121,9 +120,12 @@ def wave_approve(
     `wave_schedule_sensor` launches it when its start comes."""
     from resources.wave_store import WaveError
 
-    _wave_or_fail(wave_id)
+    allowed = ("draft", "failed", "rolled_back")
+    w = _wave_or_fail(wave_id)
+    if w["status"] not in allowed:  # refused before a WAL intent is written
+        fail(f"wave {wave_id} is {w['status']}; it must be {' or '.join(allowed)} to be approved", 1)
     try:
-        w = open_waves().set_status(wave_id, "approved", allowed_from=("draft", "failed", "rolled_back"), approved_by=by)
+        w = open_waves().set_status(wave_id, "approved", allowed_from=allowed, approved_by=by)
     except WaveError as error:
         fail(str(error), 1)
     out.print(f"{wave_id} approved by {by}; starts {w['scheduled_start']:%Y-%m-%d %H:%M} UTC (WAL intent "
@@ -137,18 +139,26 @@ def wave_gates_cmd(
     set_: list[str] = typer.Option([], "--set", help="NAME=VALUE, e.g. mean_dq_score=99 (repeatable)."),
 ) -> None:
     """Show a wave's gate thresholds, or change them before it runs (through the WAL)."""
-    from dagster_project.environment import resources_for_environment
+    import math
+
     from resources.wave_store import WaveError
+    from routing.waves import DEFAULT_GATES
 
     w = _wave_or_fail(wave_id)
     if set_:
         changes = {}
-        for item in set_:
+        for item in set_:  # every value checked before a WAL intent is written
             name, _, value = item.partition("=")
             try:
                 changes[name.strip()] = float(value)
             except ValueError:
                 fail(f"--set {item!r}: expected NAME=NUMBER, e.g. mean_dq_score=99")
+            if name.strip() not in DEFAULT_GATES:
+                fail(f"--set {item!r}: no gate threshold {name.strip()!r}; thresholds are {', '.join(DEFAULT_GATES)}")
+            if not math.isfinite(changes[name.strip()]):
+                fail(f"--set {item!r}: expected a finite number")
+        if w["status"] in ("running", "completed"):
+            fail(f"wave {wave_id} is {w['status']}; its gates can change only before it runs", 1)
         try:
             w = open_waves().set_gates(wave_id, changes)
         except WaveError as error:
@@ -169,9 +179,11 @@ def wave_execute(
 ) -> None:
     """Run an approved wave now, through Dagster: select, gate, load every target, reconcile, report. A failed run
     that loaded anything is rolled back by the daemon (`compensation_sensor`); this waits for it and reports it."""
+    from dagster_project.compensation import wave_asset_keys
     from dagster_project.runner import run_wave
 
-    run = run_wave(wave_id, fault=fault)
+    _wave_or_fail(wave_id)  # an unknown wave is refused before a partition is added or a run submitted
+    run = run_wave(wave_id, fault=fault_option(fault, wave_asset_keys(wave_id)[1]))
     print_wave_outcome(wave_id, run)
     if not run.success:
         raise typer.Exit(1)

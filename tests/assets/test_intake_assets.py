@@ -161,6 +161,16 @@ def test_a_malformed_copybook_refuses_the_drop_naming_file_and_line(resources, i
     assert "POLMAST.cpy" in str(refused.value) and f"line {target + 1}" in str(refused.value)
     assert [p.reason for p in refused.value.problems] == ["bad_layout"]
     assert not resources["landing"].drop_dir("mainframe_life", "broken").exists()
+    # a drop copied into the landing folder (the landing sensor's way in) fails its run, naming file and line
+    from dagster_project.jobs import ingest_job_name
+    from dagster_project.partitions import drops_partitions_name
+
+    resources["landing"].place("mainframe_life", "broken", drop)
+    launcher = InProcessLauncher(resources, instance)
+    launcher.add_partitions(drops_partitions_name("mainframe_life"), ["broken"])
+    run = launcher.run(ingest_job_name("mainframe_life"), partition_key="broken")
+    assert not run.success
+    assert "POLMAST.cpy" in run.error and f"line {target + 1}" in run.error
 
 
 def test_definitions_load(home):

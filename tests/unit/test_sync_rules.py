@@ -71,7 +71,7 @@ def test_the_shipped_settings_and_bad_ones_name_the_file_and_field(tmp_path):
                         ("conflict: {}", "conflict")):
         path = tmp_path / "sync.yaml"
         path.write_text(body, encoding="utf-8")
-        with pytest.raises(SyncRulesError, match=f"{path}: {field}"):
+        with pytest.raises(SyncRulesError, match=f"{path} line 1: {field}"):  # file, line, field
             load_sync_rules(path)
     path.write_text("conflicts: [", encoding="utf-8")
     with pytest.raises(SyncRulesError, match="line 1"):
