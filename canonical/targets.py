@@ -4,11 +4,10 @@
 (policy, party, coverage, rating, payment, endorsement, document, claim link) is filled from the
 canonical tables. The same mapping is applied two independent ways:
 
-- `transform`: vectorized over Arrow blocks, for the load (COPY into staging, then upsert);
-- `expected_select`: as SQL over the canonical tables, for reconciliation, which compares what
-  the load wrote with what the mapping says it should have written, row by row, by content hash.
-
-A disagreement between the two is a load defect that reconciliation must catch.
+- `expected_select`: as SQL over the canonical tables, where the data is: the load (`strict`: an unknown code
+  fails it) inserts with it, and reconciliation compares what the platform holds with it, per policy, by
+  content hash;
+- `transform`: vectorized over Arrow, the reference implementation; tests hold the SQL to it, row by row.
 """
 
 import hashlib
@@ -152,15 +151,23 @@ def _literal(value) -> str:
     return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
 
 
-def expected_select(table: TargetTable, source: TargetSource, alias: str = "c") -> list[str]:
-    """The SQL expressions over canonical `alias` that yield the target columns, each cast to its target type."""
+def expected_select(table: TargetTable, source: TargetSource, alias: str = "c", *, strict: bool = False) -> list[str]:
+    """The SQL expressions over canonical `alias` that yield the target columns, each cast to its target type.
+    `strict` (the load): a canonical value with no code on the new platform raises (`data_mash.no_code`, migration
+    17), as `transform` does, instead of becoming NULL (what reconciliation compares against)."""
     exprs = []
     for rule, dtype in zip(source.columns, table.types):
         if rule.source is None:
             expr = _literal(rule.const)
         elif rule.codes is not None:
             cases = " ".join(f"WHEN {_literal(k)} THEN {_literal(v)}" for k, v in rule.codes)
-            expr = f"CASE {alias}.{rule.source} {cases} END"
+            column = f"{alias}.{rule.source}"
+            if strict:
+                what = _literal(f"{table.name}.{rule.name}: canonical {source.table}.{rule.source}")
+                searched = " ".join(f"WHEN {column} = {_literal(k)} THEN {_literal(v)}" for k, v in rule.codes)
+                expr = f"CASE WHEN {column} IS NULL THEN NULL {searched} ELSE data_mash.no_code({what}, {column}::text) END"
+            else:
+                expr = f"CASE {column} {cases} END"
         else:
             expr = f"{alias}.{rule.source}"
         exprs.append(f"CAST({expr} AS {_sql_type(dtype)})")

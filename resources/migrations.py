@@ -756,6 +756,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE status IN ('written', 'delivered')",
         ),
     ),
+    Migration(
+        17,
+        "targets: the load maps in SQL, and a canonical value with no code on the new platform fails it",
+        (
+            """
+            CREATE FUNCTION data_mash.no_code(what text, value text) RETURNS text LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION USING ERRCODE = 'DMT01',
+                    MESSAGE = format('%s value %L has no code on the new platform', what, value),
+                    HINT = 'add the code to canonical/mappings/new_platform.yaml (a new mapping version)';
+            END $$
+            """,
+        ),
+    ),
 )
 
 

@@ -29,7 +29,7 @@ from psycopg import sql
 from sqlalchemy import Engine, text
 
 from canonical.tables import MONEY, V1_TABLES
-from canonical.targets import TargetMapping, expected_select, load_target_mapping, transform
+from canonical.targets import TargetMapping, expected_select, load_target_mapping
 from legacy import outbound
 from resources.book_store import in_book
 from resources.database import DatabaseResource, data_mash_home, psycopg_cursor
@@ -47,7 +47,6 @@ OWNS = {"new_platform": ("new_platform",), "legacy_batch": ("legacy_batch",), "d
         "coexistence_bridge": ("coexistence_bridge",)}
 REGISTRY_COLUMNS = ["policy_id", "source_system", "system_of_record", "planned_target", "wave", "routing_rule",
                     "rule_set_version", "pinned", "since", "updated_at", "wal_id"]
-BLOCK = 50_000  # policies per block of a load
 
 
 class TargetError(RuntimeError):
@@ -237,25 +236,32 @@ class TargetStore:
         return {"observed": observed, "problems": problems}
 
     # -- new platform ---------------------------------------------------------------------
-    def load_new_platform(self, wave_id: str, wal_id: int, *, actor: str, on_block=None,
-                          block: int = BLOCK) -> LoadResult:
-        """COPY the wave's policies into staging tables, block by block, then upsert each table; move the registry."""
+    def load_new_platform(self, wave_id: str, wal_id: int, *, actor: str, on_block=None) -> LoadResult:
+        """Map the wave's policies to the new platform's tables where they are, in SQL (the mapping's `strict`
+        select), straight into the tables on a first load, or through staging and an upsert when an earlier
+        attempt of the wave left rows; move the registry. `on_block` is called after each table (drills)."""
         result = LoadResult()
         now = datetime.now(timezone.utc)
         with psycopg_cursor(self.engine) as cur:
             result.policies = _scope(cur, wave_id, SCOPE["new_platform"])
-            cur.execute("SELECT count(*) FROM new_platform.policy x JOIN scope ON scope.policy_id = x.policy_number "
-                        "WHERE x.wave_id <> %s", (wave_id,))
-            taken = cur.fetchone()[0]
+            cur.execute("SELECT count(*) FILTER (WHERE x.wave_id <> %s), count(*) FILTER (WHERE x.wave_id = %s) "
+                        "FROM new_platform.policy x JOIN scope ON scope.policy_id = x.policy_number",
+                        (wave_id, wave_id))
+            taken, earlier = cur.fetchone()
             if taken:
                 raise TargetError(f"{taken} policies of wave {wave_id} are already on the new platform from another wave")
             started = time.perf_counter()
-            self.stage_new_platform(cur, wave_id, wal_id, now, on_block=on_block, block=block)
-            staged = time.perf_counter()
-            self.upsert_new_platform(cur, result, wave_id)
+            if earlier:  # an earlier attempt of this wave left rows: bring them to what the book says now
+                self.stage_new_platform(cur, wave_id, wal_id, now, on_block=on_block)
+                staged = time.perf_counter()
+                self.upsert_new_platform(cur, result, wave_id)
+            else:
+                self.insert_new_platform(cur, result, wave_id, wal_id, now, on_block=on_block)
+                staged = time.perf_counter()
             upserted = time.perf_counter()
             result.registry_moved = _move_registry(cur, wave_id, wal_id, OWNS["new_platform"], "new_platform", now, actor)
-            result.detail.update({"seconds_staging": round(staged - started, 1),
+            result.detail.update({"path": "upsert" if earlier else "insert",
+                                  "seconds_mapping": round(staged - started, 1),
                                   "seconds_upsert": round(upserted - staged, 1),
                                   "seconds_registry": round(time.perf_counter() - upserted, 1)})
             cur.execute("UPDATE targets.dq_queue q SET released_at = %s, released_by_wave = %s FROM scope "
@@ -264,40 +270,48 @@ class TargetStore:
             result.detail["released_from_dq_queue"] = cur.rowcount
         return result
 
-    def stage_new_platform(self, cur, wave_id: str | None, wal_id: int, now: datetime, *, on_block=None,
-                           block: int = BLOCK) -> None:
-        """Temp tables `stage_<table>`: the `scope` policies' current book version mapped to the new platform, block
-        by block. Rows carry `wave_id` (None: the wave each policy is on the platform from) and this WAL entry."""
-        tables = list(self.mapping.tables.values())
-        for t in tables:
-            cur.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(f"stage_{t.name}")))
-            cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE new_platform.{}) ON COMMIT DROP").format(
-                sql.Identifier(f"stage_{t.name}"), sql.Identifier(t.name)))
-            if wave_id is None:  # filled in from the baseline once staged
-                cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN wave_id DROP NOT NULL").format(
-                    sql.Identifier(f"stage_{t.name}")))
-        for lo, hi in _scope_ranges(cur, block):
-            for t in tables:
-                for source in t.sources:
-                    canonical = V1_TABLES[source.table]
-                    query = sql.SQL("COPY (SELECT {} FROM canonical.{} c JOIN scope USING (policy_id) "
-                                    "WHERE {} AND c.policy_id > {} AND c.policy_id <= {}) "
-                                    "TO STDOUT (FORMAT csv)").format(
-                        sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n in canonical.names),
-                        sql.Identifier(canonical.name), in_book("c"), sql.Literal(lo), sql.Literal(hi))
-                    rows = copy_to_arrow(cur, query, [(c.name, c.type) for c in canonical.columns])
-                    staged = transform(t, source, rows)
-                    n = staged.num_rows
-                    staged = (staged.append_column("wave_id", pa.array([wave_id] * n, pa.string()))
-                              .append_column("wal_id", pa.array([wal_id] * n, pa.int64()))
-                              .append_column("loaded_at", pa.array([now] * n, pa.timestamp("us", tz="UTC"))))
-                    copy_arrow(cur, "pg_temp", f"stage_{t.name}", staged)
+    def _mapped_rows(self, t, wave_id: str | None, wal_id: int, now: datetime) -> list[sql.Composable]:
+        """SELECTs of the `scope` policies' current book version mapped to table `t` (one per canonical source),
+        with the wave, this WAL entry and the load time: the columns of `new_platform.<t>` in order."""
+        return [sql.SQL("SELECT {}, {}::text, {}::bigint, {}::timestamptz FROM canonical.{} c JOIN scope "
+                        "USING (policy_id) WHERE {}").format(
+            sql.SQL(", ".join(expected_select(t, source, "c", strict=True))), sql.Literal(wave_id),
+            sql.Literal(wal_id), sql.Literal(now), sql.Identifier(source.table), in_book("c"))
+            for source in t.sources]
+
+    def insert_new_platform(self, cur, result: LoadResult, wave_id: str, wal_id: int, now: datetime, *,
+                            on_block=None) -> None:
+        """A first load: each table filled straight from the canonical tables, one statement per source."""
+        for t in self.mapping.tables.values():
+            target = sql.SQL("new_platform.{} ({})").format(sql.Identifier(t.name), sql.SQL(", ").join(
+                sql.Identifier(c) for c in (*t.columns, "wave_id", "wal_id", "loaded_at")))
+            inserted = 0
+            for select in self._mapped_rows(t, wave_id, wal_id, now):
+                cur.execute(sql.SQL("INSERT INTO {} {}").format(target, select))
+                inserted += cur.rowcount
+            result.inserted[t.name], result.updated[t.name], result.removed[t.name] = inserted, 0, 0
+            result.rows[t.name] = inserted
+            cur.execute(sql.SQL("ANALYZE new_platform.{}").format(sql.Identifier(t.name)))
             if on_block:
-                on_block(hi)
-        if wave_id is None:
-            for t in tables:
+                on_block(t.name)
+
+    def stage_new_platform(self, cur, wave_id: str | None, wal_id: int, now: datetime, *, on_block=None) -> None:
+        """Temp tables `stage_<table>`: the `scope` policies' current book version mapped to the new platform, in
+        SQL. Rows carry `wave_id` (None: the wave each policy is on the platform from) and this WAL entry."""
+        for t in self.mapping.tables.values():
+            stage = sql.Identifier(f"stage_{t.name}")
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
+            cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE new_platform.{}) ON COMMIT DROP").format(
+                stage, sql.Identifier(t.name)))
+            if wave_id is None:  # filled in from the baseline once staged
+                cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN wave_id DROP NOT NULL").format(stage))
+            for select in self._mapped_rows(t, wave_id, wal_id, now):
+                cur.execute(sql.SQL("INSERT INTO {} {}").format(stage, select))
+            if wave_id is None:
                 cur.execute(sql.SQL("UPDATE {} s SET wave_id = b.wave_id FROM sync.baseline b "
-                                    "WHERE b.policy_id = s.policy_number").format(sql.Identifier(f"stage_{t.name}")))
+                                    "WHERE b.policy_id = s.policy_number").format(stage))
+            if on_block:
+                on_block(t.name)
 
     def upsert_new_platform(self, cur, result: LoadResult, wave_id: str | None) -> None:
         """Upsert each staged table into the new platform (rows that differ only) and delete the `scope` policies'

@@ -328,3 +328,56 @@ def test_waves_selecting_at_the_same_time_never_share_a_policy(routed_book, engi
         book = conn.execute(text("SELECT count(*) FROM coexistence.registry")).scalar_one()
     assert shared == 0
     assert sorted(selected) == [0, 0, 0, book]  # whichever selected first took the whole book; the others nothing
+
+
+def test_the_load_maps_in_sql_exactly_as_the_reference_transform_and_refuses_an_unknown_code(waves, resources,
+                                                                                                engine, instance):
+    """The load maps where the data is (SQL); the Arrow `transform` is the mapping's reference implementation: the
+    rows the platform holds equal what it makes of the same canonical rows, table by table."""
+    import pyarrow as pa
+
+    from canonical.tables import V1_TABLES
+    from canonical.targets import load_target_mapping, transform
+    from resources.book_store import in_book
+    from resources.database import psycopg_cursor
+    from resources.intake_store import copy_to_arrow
+    from psycopg import sql
+
+    store, ids = waves
+    assert run_wave(ids[0], resources=resources, launcher=InProcessLauncher(resources, instance)).success
+    mapping = load_target_mapping()
+    compared = 0
+    with psycopg_cursor(engine) as cur:
+        cur.execute("CREATE TEMP TABLE scope ON COMMIT DROP AS SELECT policy_id FROM waves.candidates "
+                    "WHERE wave_id = %s AND target IN ('new_platform', 'coexistence_bridge')", (ids[0],))
+        for t in mapping.tables.values():
+            want = []
+            for source in t.sources:
+                canonical = V1_TABLES[source.table]
+                rows = copy_to_arrow(cur, sql.SQL("COPY (SELECT {} FROM canonical.{} c JOIN scope USING (policy_id) "
+                                                  "WHERE {}) TO STDOUT (FORMAT csv)").format(
+                    sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(n)) for n in canonical.names),
+                    sql.Identifier(canonical.name), in_book("c")), [(c.name, c.type) for c in canonical.columns])
+                want += transform(t, source, rows).to_pylist()
+            have = copy_to_arrow(cur, sql.SQL("COPY (SELECT {} FROM new_platform.{} WHERE wave_id = {}) TO STDOUT "
+                                              "(FORMAT csv)").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c in t.columns), sql.Identifier(t.name), sql.Literal(ids[0])),
+                list(zip(t.columns, t.types))).to_pylist()
+            key = lambda row: tuple(str(row[c]) for c in t.columns)  # noqa: E731
+            assert sorted(have, key=key) == sorted(want, key=key), t.name
+            compared += len(have)
+    assert compared > 0
+    # a canonical code the platform has no code for: the business-rule gate stops such a wave first; the load's own
+    # mapping refuses it too (as the reference transform does), never writing a NULL code
+    from datetime import datetime, timezone
+
+    with engine.connect() as conn:
+        victim = conn.execute(text("SELECT min(policy_id) FROM canonical.current")).scalar_one()
+    with tampered(engine) as conn:
+        conn.execute(text("UPDATE canonical.policies SET status = 'zombie' WHERE policy_id = :p"), {"p": victim})
+    targets = resources["targets"].store()
+    with pytest.raises(Exception, match="canonical policies.status value 'zombie' has no code on the new platform"):
+        with psycopg_cursor(engine) as cur:
+            cur.execute("CREATE TEMP TABLE scope ON COMMIT DROP AS SELECT %s::text AS policy_id", (victim,))
+            for select in targets._mapped_rows(mapping.tables["policy"], ids[1], 1, datetime.now(timezone.utc)):
+                cur.execute(select)
