@@ -28,6 +28,15 @@ from resources.wal import IntentBusyError, WriteAheadLog
 from dagster_project.partitions import drops_partitions, reports_dir
 
 
+def landed(landing: LandingResource, source: str, drop_id: str):
+    """The drop's folder in the landing folder; the run fails, saying how to land it, when it is not there."""
+    drop_dir = landing.drop_dir(source, drop_id)
+    if not drop_dir.is_dir():
+        raise dg.Failure(f"drop {drop_id!r} of source {source} is not in the landing folder ({drop_dir}). "
+                         f"Put it there with `data-mash ingest PATH --source {source}`.")
+    return drop_dir
+
+
 def intake_asset_key(source: str, kind: str) -> dg.AssetKey:
     return dg.AssetKey(["legacy", source, kind])
 
@@ -95,12 +104,7 @@ def _drop_asset(source: SourceConfig, partitions) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, database: DatabaseResource, landing: LandingResource,
                wal: WriteAheadLog):
         drop_id = context.partition_key
-        drop_dir = landing.drop_dir(source.name, drop_id)
-        if not drop_dir.is_dir():
-            raise dg.Failure(
-                f"drop {drop_id!r} of source {source.name} is not in the landing folder ({drop_dir}). "
-                "Put it there with `data-mash ingest PATH --source " + source.name + "`."
-            )
+        drop_dir = landed(landing, source.name, drop_id)
         digest = context.run.tags.get("data_mash/content_hash") or content_hash(drop_dir)
         manifest, refused = None, None
         try:
@@ -195,12 +199,7 @@ def _intake_asset(source: SourceConfig, kind: str, partitions) -> dg.AssetsDefin
     def _asset(context: dg.AssetExecutionContext, database: DatabaseResource, landing: LandingResource,
                wal: WriteAheadLog):
         drop_id = context.partition_key
-        drop_dir = landing.drop_dir(source.name, drop_id)
-        if not drop_dir.is_dir():
-            raise dg.Failure(
-                f"drop {drop_id!r} of source {source.name} is not in the landing folder ({drop_dir}). "
-                "Put it there with `data-mash ingest PATH --source " + source.name + "`."
-            )
+        drop_dir = landed(landing, source.name, drop_id)
         store = IntakeStore(database.engine())
         state = store.drop_state(source.name, drop_id)
         if state is not None and state.status in ("refused", "undone"):

@@ -47,10 +47,10 @@ import fnmatch
 import io
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from legacy.copybook import Copybook, DecodeResult, decode_file, parse_copybook
 from legacy.csv_reader import arrow_type, read_csv_file
@@ -121,20 +121,24 @@ class TrailerSpec(BaseModel):
         return self
 
 
+
+def plain_file_pattern(pattern: str) -> str:
+    """A file name pattern of a drop: a name, never a path into other folders."""
+    if "/" in pattern or "\\" in pattern:
+        raise ValueError("must be a file name pattern, without folders")
+    return pattern
+
+
+FilePattern = Annotated[str, Field(min_length=1), AfterValidator(plain_file_pattern)]
+
 class ControlFileSpec(BaseModel):
     """A small text file that comes with each drop: per data file, ``<name> records=<n> bytes=<n>``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pattern: str = Field(min_length=1)
+    pattern: FilePattern
     required: bool = True
 
-    @field_validator("pattern")
-    @classmethod
-    def _plain_pattern(cls, v: str) -> str:
-        if "/" in v or "\\" in v:
-            raise ValueError("must be a file name pattern, without folders")
-        return v
 
 
 class IntakeLimits(BaseModel):
@@ -152,7 +156,7 @@ class FileSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str = Field(pattern=_NAME_RE)
-    pattern: str = Field(min_length=1)
+    pattern: FilePattern
     required: bool = True
     description: str | None = None
     # copybook sources
@@ -165,12 +169,6 @@ class FileSpec(BaseModel):
     columns: list[CsvColumnSpec] | None = None
     trailer: TrailerSpec | None = None
 
-    @field_validator("pattern")
-    @classmethod
-    def _plain_pattern(cls, v: str) -> str:
-        if "/" in v or "\\" in v:
-            raise ValueError("must be a file name pattern, without folders")
-        return v
 
     @field_validator("columns")
     @classmethod
