@@ -640,7 +640,8 @@ def print_yardsticks(stages: dict, r: dict) -> None:
               f"{anchor['generate_seconds']:.1f} s)")
         if anchor["read_stage_supplied"]:
             print("  (the anchor does not ship the bench_read.py it imports: its read stage is bench/anchor_read.py)")
-    print("\nRatios:")
+    if r:
+        print("\nRatios:")
     if "product_over_anchor" in r:
         print(f"  product path / anchor total: {r['product_seconds']:.1f} / {anchor['seconds']:.2f} = "
               f"{r['product_over_anchor']:.1f}x")
