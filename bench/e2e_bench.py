@@ -621,6 +621,9 @@ def print_steps(stages: dict) -> None:
             print(f"  {name} / {run['job']} ({run['status'].lower()}, run {run['seconds'] or 0:.1f} s, "
                   f"outside the run {overhead:.1f} s): " + ", ".join(f"{k} {v:.1f}" for k, v in steps))
     wave = stages.get("wave")
+    if wave and wave["rollback_of_kept_wave"]:
+        rollback = wave["rollback_of_kept_wave"]
+        print(f"  before the wave, the kept bench wave rolled back (`{rollback['command']}`): {rollback['seconds']:.1f} s")
     if wave:
         print(f"  wave plan (WaveStore.save_plan + approve, in the bench): {wave['plan_seconds']:.2f} s; "
               f"by target {wave['by_target']}")
