@@ -9,7 +9,7 @@ SEED     ?= 42
 export DATA_MASH_HOME ?= $(CURDIR)/.data-mash
 export DAGSTER_HOME   ?= $(DATA_MASH_HOME)/dagster_home
 
-.PHONY: setup demo test test-fast ui bench clean
+.PHONY: setup demo test test-fast ui bench bench-e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/intake_bench.py --policies 1000000
+
+## The whole user path through the CLI and Dagster, beside a raw COPY and the anchor pipeline (docs/benchmarks.md).
+## A million policies unless POLICIES is given on the command line: make bench-e2e POLICIES=100000
+bench-e2e: POLICIES = 1000000
+bench-e2e: $(STAMP)
+	$(BIN)/python bench/e2e_bench.py --policies $(POLICIES) --seed $(SEED)
 
 clean:
 	rm -rf $(VENV) .data-mash .pytest_cache

@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 NIGHT = date(2026, 11, 21)
 
-from wave_bench import peak_rss_mb, phase_wave, step_seconds  # noqa: E402
+from bench.common import step_seconds  # noqa: E402
+from wave_bench import peak_rss_mb, phase_wave  # noqa: E402
 
 
 def _engine():

@@ -22,12 +22,14 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+
+from bench.common import plan_whole_book_wave, step_seconds  # noqa: E402 - after the repository is on the path
+
 STATE = HERE / "out" / "wave-bench-state.json"
 
 
@@ -35,36 +37,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def step_seconds(instance, run_id: str) -> dict[str, float]:
-    import dagster as dg
-
-    started, seconds = {}, {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or not event.step_key:
-            continue
-        if event.event_type == dg.DagsterEventType.STEP_START:
-            started[event.step_key] = entry.timestamp
-        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-            seconds[event.step_key] = round(entry.timestamp - started.get(event.step_key, entry.timestamp), 2)
-    return seconds
-
-
 def phase_wave() -> dict:
-    import dagster as dg
     from sqlalchemy import text
 
     from dagster_project.environment import resources_for_environment
     from dagster_project.runner import run_wave
-    from resources.wave_store import WaveStore
-    from routing.waves import DEFAULT_GATES, ROUTED, WaveSpec
 
     engine = resources_for_environment(resolved=True)["database"].engine()
-    store = WaveStore(engine)
-    spec = WaveSpec(0, "bench: the whole book", ROUTED, True, 10_000_000, datetime.now(timezone.utc),
-                    dict(DEFAULT_GATES, min_dq_score=0.0, mean_dq_score=0.0))
-    _, (wave_id,) = store.save_plan("bench", [spec], "bench")
-    store.set_status(wave_id, "approved", allowed_from=("draft",), approved_by="bench")
+    wave_id = plan_whole_book_wave(engine)
     launcher = _launcher()
     started = time.perf_counter()
     run = run_wave(wave_id, launcher=launcher, compensate=False)
@@ -84,8 +64,6 @@ def phase_wave() -> dict:
 
 
 def phase_rollback() -> dict:
-    import dagster as dg
-
     from dagster_project.runner import rollback_wave
 
     wave_id = json.loads(STATE.read_text())["wave_id"]
