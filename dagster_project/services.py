@@ -119,7 +119,11 @@ def ensure(database: DatabaseResource | None = None, *, timeout: float = 180.0, 
             raise ServicesError(f"The Dagster webserver at {url} ({URL_ENV}) does not answer, or has not loaded the "
                                 f"code location '{LOCATION}'.")
         return Services(url, None)
-    ensure_instance_config(database or DatabaseResource())
+    if database is None:  # the environment's database (DATA_MASH_DATABASE_URL, else the embedded server)
+        from dagster_project.environment import resources_for_environment
+
+        database = resources_for_environment(resolved=True)["database"]
+    ensure_instance_config(database)
     running = current()
     if running is not None:
         _wait_loaded(running, timeout)
